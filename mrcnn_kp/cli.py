@@ -1,0 +1,68 @@
+"""The `mrcnn-kp` command: one subcommand per job, each in mrcnn_kp/commands/<name>.py.
+
+A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+It imports TensorFlow/Keras inside `run`, so `mrcnn-kp --help` stays instant. A subcommand
+whose module does not exist yet answers that it is not built and exits with status 2.
+"""
+import argparse
+import importlib
+import sys
+
+# name -> one-line help; the order is the order `--help` lists them.
+SUBCOMMANDS = {
+    "demo": "generate the synthetic people set, train a CPU-sized model, evaluate and draw",
+    "train": "train on a COCO-format keypoint dataset in stages (heads -> 4+ -> all)",
+    "evaluate": "COCO keypoint / bbox / segm AP of a model on a COCO-format dataset",
+    "predict": "detect people and joints in image files or folders, write PNGs and json",
+    "convert": "convert weights (legacy Keras-2 .h5, torchvision .pth) to Keras 3 .weights.h5",
+    "export": "export a model for deployment (saved_model, tflite, onnx)",
+}
+
+NOT_BUILT = 2
+
+
+def _load_command(name):
+    try:
+        return importlib.import_module(f"mrcnn_kp.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"mrcnn_kp.commands.{name}":
+            return None
+        raise
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mrcnn-kp",
+        description="Mask R-CNN with a 17-joint keypoint head, for Keras 3.",
+    )
+    from mrcnn_kp import __version__
+
+    parser.add_argument("--version", action="version", version=f"mrcnn-kp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in SUBCOMMANDS.items():
+        module = _load_command(name)
+        p = sub.add_parser(name, help=help_text if module else f"{help_text} (not built yet)",
+                           description=help_text)
+        if module is not None:
+            module.add_arguments(p)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return NOT_BUILT
+    module = _load_command(args.command)
+    if module is None:
+        print(f"mrcnn-kp {args.command}: not built yet in this version of mrcnn_kp.",
+              file=sys.stderr)
+        return NOT_BUILT
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

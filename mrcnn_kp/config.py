@@ -1,0 +1,405 @@
+"""Every hyper-parameter of the model, the data pipeline and the trainer, in one place.
+
+Use it like matterport's Config: subclass and override class attributes, then instantiate.
+
+    class PersonConfig(Config):
+        NAME = "person"
+        IMAGES_PER_GPU = 2
+
+    config = PersonConfig()          # derived values computed, everything validated
+    config.display()
+
+Overrides can also be given as keyword arguments (`Config(IMAGE_MAX_DIM=512)`), and a config
+round-trips through JSON (`Config.from_dict(json.load(f))`), which is how checkpoints record it.
+"""
+import copy
+import json
+import math
+
+import numpy as np
+
+from mrcnn_kp import constants
+
+BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0")
+KEYPOINT_HEADS = ("deconv4", "humanpose")
+LAYOUTS = ("matterport",)
+RESIZE_MODES = ("square",)
+ROI_ALIGN_MODES = ("roi_align", "crop_and_resize")
+LR_SCHEDULES = ("constant", "step", "cosine")
+LOSS_NAMES = (
+    "rpn_class_loss",
+    "rpn_bbox_loss",
+    "mrcnn_class_loss",
+    "mrcnn_bbox_loss",
+    "mrcnn_mask_loss",
+    "keypoint_loss",
+)
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value."""
+
+
+class Config:
+    """Base configuration. Values are matterport's defaults where matterport has the value."""
+
+    # ---- identity and batch --------------------------------------------------------------
+    NAME = "coco_keypoints"  # run directories are logs/<name><timestamp>
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+
+    # ---- classes and keypoints ----------------------------------------------------------
+    NUM_CLASSES = 2  # background + person
+    NUM_KEYPOINTS = constants.NUM_KEYPOINTS  # 17 COCO joints
+    KEYPOINT_MASK_SHAPE = 56  # side of the one-hot keypoint heatmap
+    KEYPOINT_POOL_SIZE = 14  # ROIAlign output size for the keypoint head
+    KEYPOINT_HEAD = "deconv4"  # "deconv4" (published) or "humanpose" (Mask_RCNN_Humanpose)
+    KEYPOINT_HEAD_CONV_CHANNELS = 512
+    KEYPOINT_HEAD_NUM_CONVS = 8
+    KEYPOINT_ROIS_PER_IMAGE = 0  # 0: every positive ROI trains the keypoint head
+    USE_MASK_HEAD = True
+
+    # ---- architecture ---------------------------------------------------------------------
+    LAYOUT = "matterport"
+    BACKBONE = "resnet50"
+    BACKBONE_STRIDES = (4, 8, 16, 32, 64)
+    TRAIN_BN = False  # False: batch-norm frozen (inference mode) while training
+    TOP_DOWN_PYRAMID_SIZE = 256  # FPN channels
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    MASK_HEAD_CHANNELS = 256
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    MASK_SHAPE = (28, 28)
+    ROI_ALIGN_MODE = "roi_align"  # true ROIAlign; "crop_and_resize" reproduces matterport
+    ROI_ALIGN_SAMPLING_RATIO = 2
+    ROI_ALIGN_ALIGNED = True
+
+    # ---- RPN and proposals ----------------------------------------------------------------
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)  # one scale per level P2..P6, in pixels
+    RPN_ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # width / height
+    RPN_ANCHOR_STRIDE = 1
+    RPN_NMS_THRESHOLD = 0.7
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    RPN_POSITIVE_IOU = 0.7
+    RPN_NEGATIVE_IOU = 0.3
+    RPN_BBOX_STD_DEV = (0.1, 0.1, 0.2, 0.2)
+    PRE_NMS_LIMIT = 6000
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+
+    # ---- ROI sampling and heads -----------------------------------------------------------
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+    ROI_POSITIVE_IOU = 0.5
+    ROI_ADD_GT_BOXES = True  # append ground-truth boxes to the proposals while training
+    BBOX_STD_DEV = (0.1, 0.1, 0.2, 0.2)
+    MAX_GT_INSTANCES = 100
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)
+
+    # ---- detection ----------------------------------------------------------------------
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    # ---- input ----------------------------------------------------------------------------
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    IMAGE_CHANNEL_COUNT = 3
+    MEAN_PIXEL = (123.7, 116.8, 103.9)
+    PIXEL_STD = (1.0, 1.0, 1.0)  # matterport subtracts the mean only
+
+    # ---- augmentation ---------------------------------------------------------------------
+    AUGMENT_FLIP = True
+    AUGMENT_SCALE_RANGE = (1.0, 1.0)  # scale jitter (min, max); (1, 1) disables it
+
+    # ---- optimisation -----------------------------------------------------------------------
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+    WEIGHT_DECAY = 0.0001
+    LR_SCHEDULE = "step"
+    LR_WARMUP_STEPS = 0
+    LR_STEP_DECAY_EPOCHS = ()  # epochs after which the rate is multiplied by LR_STEP_FACTOR
+    LR_STEP_FACTOR = 0.1
+    GRADIENT_CLIP_NORM = 5.0
+    MIXED_PRECISION = False
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 1.0,
+        "rpn_bbox_loss": 1.0,
+        "mrcnn_class_loss": 1.0,
+        "mrcnn_bbox_loss": 1.0,
+        "mrcnn_mask_loss": 1.0,
+        "keypoint_loss": 1.0,
+    }
+
+    # Names of the values computed from the others; never set them directly.
+    DERIVED = ("BATCH_SIZE", "IMAGE_SHAPE", "BACKBONE_SHAPES", "NUM_ANCHORS_PER_LOCATION",
+               "NUM_ANCHORS", "IMAGE_META_SIZE")
+
+    def __init__(self, **overrides):
+        for name, value in overrides.items():
+            if name in self.DERIVED:
+                raise ConfigError(f"{name} is derived from other values and cannot be set")
+            if not name.isupper() or not hasattr(self, name):
+                raise ConfigError(f"unknown config attribute {name!r}")
+            setattr(self, name, value)
+        # Instances own their mutable values, so one config never edits another.
+        self.LOSS_WEIGHTS = dict(self.LOSS_WEIGHTS)
+        self._compute_derived()
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    def _compute_derived(self):
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        # Every image is resized into, then padded to, one static square so graphs compile once.
+        side = self.IMAGE_MAX_DIM
+        self.IMAGE_SHAPE = (side, side, self.IMAGE_CHANNEL_COUNT)
+        # Feature map size per pyramid level P2..P6: ceil(side / stride).
+        self.BACKBONE_SHAPES = tuple(
+            (int(math.ceil(self.IMAGE_SHAPE[0] / s)), int(math.ceil(self.IMAGE_SHAPE[1] / s)))
+            for s in self.BACKBONE_STRIDES
+        )
+        self.NUM_ANCHORS_PER_LOCATION = len(self.RPN_ANCHOR_RATIOS)
+        self.NUM_ANCHORS = int(sum(
+            math.ceil(h / self.RPN_ANCHOR_STRIDE) * math.ceil(w / self.RPN_ANCHOR_STRIDE)
+            for h, w in self.BACKBONE_SHAPES
+        ) * self.NUM_ANCHORS_PER_LOCATION)
+        # image_meta: id, original shape (3), molded shape (3), window (4), scale, class ids.
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+
+    # ------------------------------------------------------------------ validation
+    def validate(self):
+        """Raise ConfigError with a clear message for the first impossible value found."""
+
+        def fail(msg):
+            raise ConfigError(f"{type(self).__name__}: {msg}")
+
+        def positive_int(name):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                fail(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("GPU_COUNT", "IMAGES_PER_GPU", "NUM_CLASSES", "NUM_KEYPOINTS",
+                     "KEYPOINT_MASK_SHAPE", "KEYPOINT_POOL_SIZE", "POOL_SIZE", "MASK_POOL_SIZE",
+                     "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CHANNELS",
+                     "KEYPOINT_HEAD_CONV_CHANNELS", "KEYPOINT_HEAD_NUM_CONVS",
+                     "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT",
+                     "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE",
+                     "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "IMAGE_MAX_DIM",
+                     "IMAGE_CHANNEL_COUNT", "STEPS_PER_EPOCH", "ROI_ALIGN_SAMPLING_RATIO"):
+            positive_int(name)
+        if self.NUM_CLASSES < 2:
+            fail(f"NUM_CLASSES counts the background too and must be >= 2, got {self.NUM_CLASSES}")
+        if self.BACKBONE not in BACKBONES:
+            fail(f"unknown BACKBONE {self.BACKBONE!r}; choose one of {', '.join(BACKBONES)}")
+        if self.KEYPOINT_HEAD not in KEYPOINT_HEADS:
+            fail(f"unknown KEYPOINT_HEAD {self.KEYPOINT_HEAD!r}; choose one of "
+                 f"{', '.join(KEYPOINT_HEADS)}")
+        if self.LAYOUT not in LAYOUTS:
+            fail(f"unknown LAYOUT {self.LAYOUT!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            fail(f"unknown IMAGE_RESIZE_MODE {self.IMAGE_RESIZE_MODE!r}; choose one of "
+                 f"{', '.join(RESIZE_MODES)}")
+        if self.ROI_ALIGN_MODE not in ROI_ALIGN_MODES:
+            fail(f"unknown ROI_ALIGN_MODE {self.ROI_ALIGN_MODE!r}; choose one of "
+                 f"{', '.join(ROI_ALIGN_MODES)}")
+        if self.LR_SCHEDULE not in LR_SCHEDULES:
+            fail(f"unknown LR_SCHEDULE {self.LR_SCHEDULE!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        if self.IMAGE_MAX_DIM % 64:
+            fail(f"IMAGE_MAX_DIM must be divisible by 64 (the FPN downsamples 6 times), got "
+                 f"{self.IMAGE_MAX_DIM}; use {self.IMAGE_MAX_DIM // 64 * 64 or 64} or "
+                 f"{(self.IMAGE_MAX_DIM // 64 + 1) * 64}")
+        if self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
+            fail(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) cannot exceed IMAGE_MAX_DIM "
+                 f"({self.IMAGE_MAX_DIM})")
+        if self.KEYPOINT_MASK_SHAPE % 2:
+            fail(f"KEYPOINT_MASK_SHAPE must be even (the head upsamples by 2), got "
+                 f"{self.KEYPOINT_MASK_SHAPE}")
+        if self.KEYPOINT_MASK_SHAPE != 4 * self.KEYPOINT_POOL_SIZE:
+            fail(f"KEYPOINT_MASK_SHAPE ({self.KEYPOINT_MASK_SHAPE}) must be 4 x "
+                 f"KEYPOINT_POOL_SIZE ({self.KEYPOINT_POOL_SIZE}): deconv x2 then upsample x2")
+        if tuple(self.MASK_SHAPE) != (2 * self.MASK_POOL_SIZE, 2 * self.MASK_POOL_SIZE):
+            fail(f"MASK_SHAPE {tuple(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
+                 f"({self.MASK_POOL_SIZE})")
+        for name in ("ROI_POSITIVE_RATIO", "RPN_NMS_THRESHOLD", "DETECTION_NMS_THRESHOLD",
+                     "DETECTION_MIN_CONFIDENCE", "RPN_POSITIVE_IOU", "RPN_NEGATIVE_IOU",
+                     "ROI_POSITIVE_IOU", "LEARNING_MOMENTUM"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                fail(f"{name} must be between 0 and 1, got {value}")
+        if not 0.0 < self.ROI_POSITIVE_RATIO <= 1.0:
+            fail(f"ROI_POSITIVE_RATIO must be in (0, 1], got {self.ROI_POSITIVE_RATIO}")
+        if self.RPN_NEGATIVE_IOU > self.RPN_POSITIVE_IOU:
+            fail(f"RPN_NEGATIVE_IOU ({self.RPN_NEGATIVE_IOU}) cannot exceed RPN_POSITIVE_IOU "
+                 f"({self.RPN_POSITIVE_IOU})")
+        if len(self.RPN_ANCHOR_SCALES) != len(self.BACKBONE_STRIDES):
+            fail(f"RPN_ANCHOR_SCALES needs one scale per pyramid level "
+                 f"({len(self.BACKBONE_STRIDES)}), got {len(self.RPN_ANCHOR_SCALES)}")
+        if not self.RPN_ANCHOR_RATIOS or any(r <= 0 for r in self.RPN_ANCHOR_RATIOS):
+            fail(f"RPN_ANCHOR_RATIOS must be positive, got {tuple(self.RPN_ANCHOR_RATIOS)}")
+        for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV", "MEAN_PIXEL", "PIXEL_STD"):
+            value = tuple(getattr(self, name))
+            want = 4 if "BBOX" in name else self.IMAGE_CHANNEL_COUNT
+            if len(value) != want or any(not np.isfinite(v) for v in value):
+                fail(f"{name} must hold {want} finite numbers, got {value}")
+            if name != "MEAN_PIXEL" and any(v <= 0 for v in value):
+                fail(f"{name} must be positive, got {value}")
+        if self.PRE_NMS_LIMIT < self.POST_NMS_ROIS_INFERENCE:
+            fail(f"PRE_NMS_LIMIT ({self.PRE_NMS_LIMIT}) must be >= POST_NMS_ROIS_INFERENCE "
+                 f"({self.POST_NMS_ROIS_INFERENCE})")
+        if self.DETECTION_MAX_INSTANCES > self.POST_NMS_ROIS_INFERENCE:
+            fail(f"DETECTION_MAX_INSTANCES ({self.DETECTION_MAX_INSTANCES}) cannot exceed "
+                 f"POST_NMS_ROIS_INFERENCE ({self.POST_NMS_ROIS_INFERENCE})")
+        if set(self.LOSS_WEIGHTS) != set(LOSS_NAMES):
+            fail(f"LOSS_WEIGHTS must have exactly the keys {', '.join(LOSS_NAMES)}; got "
+                 f"{', '.join(sorted(self.LOSS_WEIGHTS))}")
+        if any(float(w) < 0 for w in self.LOSS_WEIGHTS.values()):
+            fail(f"LOSS_WEIGHTS must be >= 0, got {self.LOSS_WEIGHTS}")
+        if self.LEARNING_RATE <= 0 or self.WEIGHT_DECAY < 0:
+            fail(f"LEARNING_RATE must be > 0 and WEIGHT_DECAY >= 0, got {self.LEARNING_RATE}, "
+                 f"{self.WEIGHT_DECAY}")
+        lo, hi = self.AUGMENT_SCALE_RANGE
+        if not 0 < lo <= hi:
+            fail(f"AUGMENT_SCALE_RANGE must be (min, max) with 0 < min <= max, got "
+                 f"{tuple(self.AUGMENT_SCALE_RANGE)}")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self):
+        """Every upper-case attribute (derived ones included) as JSON-friendly values."""
+        out = {}
+        for name in sorted(dir(self)):
+            if not name.isupper() or name == "DERIVED":
+                continue
+            out[name] = _jsonable(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild a config from to_dict() output; derived values are recomputed and checked."""
+        overrides = {k: v for k, v in values.items() if k not in cls.DERIVED and k != "DERIVED"}
+        unknown = [k for k in overrides if not hasattr(cls, k)]
+        if unknown:
+            raise ConfigError(f"unknown config attribute(s) {', '.join(sorted(unknown))}")
+        config = cls(**{k: _from_json(getattr(cls, k), v) for k, v in overrides.items()})
+        for name in cls.DERIVED:
+            if name in values and _jsonable(getattr(config, name)) != values[name]:
+                raise ConfigError(f"derived value {name} is {values[name]!r} in the file but "
+                                  f"{_jsonable(getattr(config, name))!r} when recomputed")
+        return config
+
+    def to_json(self, path=None):
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            from mrcnn_kp.utils import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text):
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            with open(path_or_text, encoding="utf-8") as f:
+                text = f.read()
+        return cls.from_dict(json.loads(text))
+
+    def copy(self, **overrides):
+        values = {k: v for k, v in self.to_dict().items() if k not in self.DERIVED}
+        values.update(overrides)
+        return type(self).from_dict(values)
+
+    def display(self, file=None):
+        """Print every value, matterport-style."""
+        print("\nConfigurations:", file=file)
+        for name, value in self.to_dict().items():
+            print(f"{name:30} {value}", file=file)
+        print(file=file)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} NAME={self.NAME!r} BACKBONE={self.BACKBONE!r} " \
+               f"IMAGE_SHAPE={self.IMAGE_SHAPE}>"
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return copy.deepcopy(value)
+
+
+def _from_json(default, value):
+    """Give a JSON value back the container type of the class default (tuples stay tuples)."""
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(_from_json(default[0] if default else None, v) for v in value)
+    return value
+
+
+class TinyConfig(Config):
+    """Seconds-per-step settings for tests: 128 px images, a light backbone, narrow heads."""
+
+    NAME = "tiny"
+    IMAGES_PER_GPU = 2
+    STEPS_PER_EPOCH = 4
+    VALIDATION_STEPS = 1
+    BACKBONE = "efficientnet_lite0"
+    IMAGE_MIN_DIM = 128
+    IMAGE_MAX_DIM = 128
+    RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
+    TOP_DOWN_PYRAMID_SIZE = 32
+    FPN_CLASSIF_FC_LAYERS_SIZE = 64
+    MASK_HEAD_CHANNELS = 32
+    KEYPOINT_HEAD_CONV_CHANNELS = 32
+    KEYPOINT_HEAD_NUM_CONVS = 2
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 64
+    PRE_NMS_LIMIT = 256
+    POST_NMS_ROIS_TRAINING = 64
+    POST_NMS_ROIS_INFERENCE = 32
+    TRAIN_ROIS_PER_IMAGE = 32
+    MAX_GT_INSTANCES = 8
+    DETECTION_MAX_INSTANCES = 8
+    DETECTION_MIN_CONFIDENCE = 0.0
+    MINI_MASK_SHAPE = (28, 28)
+
+
+class CpuDemoConfig(Config):
+    """The built-in demo: a light backbone at 256 px that learns the synthetic set on 2 CPU cores."""
+
+    NAME = "demo"
+    IMAGES_PER_GPU = 4
+    STEPS_PER_EPOCH = 50
+    VALIDATION_STEPS = 5
+    BACKBONE = "efficientnet_lite0"
+    TRAIN_BN = True
+    IMAGE_MIN_DIM = 256
+    IMAGE_MAX_DIM = 256
+    RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
+    TOP_DOWN_PYRAMID_SIZE = 64
+    FPN_CLASSIF_FC_LAYERS_SIZE = 256
+    MASK_HEAD_CHANNELS = 64
+    KEYPOINT_HEAD_CONV_CHANNELS = 128
+    KEYPOINT_HEAD_NUM_CONVS = 4
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
+    PRE_NMS_LIMIT = 1000
+    POST_NMS_ROIS_TRAINING = 200
+    POST_NMS_ROIS_INFERENCE = 100
+    TRAIN_ROIS_PER_IMAGE = 64
+    MAX_GT_INSTANCES = 8
+    DETECTION_MAX_INSTANCES = 10
+    DETECTION_MIN_CONFIDENCE = 0.5
+    LEARNING_RATE = 0.01
+    LR_SCHEDULE = "cosine"
+    LR_WARMUP_STEPS = 50
+    MINI_MASK_SHAPE = (28, 28)
+
+
+PRESETS = {"default": Config, "tiny": TinyConfig, "cpu_demo": CpuDemoConfig}

@@ -1,0 +1,1 @@
+"""mrcnn_kp.ops (see ../shared/DESIGN.md for what lives here)."""

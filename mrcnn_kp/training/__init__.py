@@ -1,0 +1,1 @@
+"""mrcnn_kp.training (see ../shared/DESIGN.md for what lives here)."""

@@ -1,0 +1,28 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements(name):
+    lines = (HERE / name).read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith(("#", "-r"))]
+
+
+setup(
+    name="mrcnn_kp",
+    version="0.1.0",
+    description="Mask R-CNN with a 17-joint COCO keypoint head for Keras 3 (TensorFlow / JAX)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mrcnn_kp", "mrcnn_kp.*"]),
+    install_requires=requirements("requirements.txt"),
+    extras_require={
+        "test": requirements("requirements-test.txt"),
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+    },
+    entry_points={"console_scripts": ["mrcnn-kp=mrcnn_kp.cli:main"]},
+    license="MIT",
+)
