@@ -1,0 +1,272 @@
+"""Geometry shared by the pipeline and the predictor: resize/pad, flip, scale jitter, image_meta.
+
+Every transform is one similarity `molded = original * scale + offset`, where offset is
+`(left, top)` of the resized image inside the IMAGE_MAX_DIM x IMAGE_MAX_DIM canvas. matterport
+writes the offset as `padding = [(top, bottom), (left, right), (0, 0)]`; the helpers here take
+that same `padding` (a negative top/left means the resized image was cropped, which only scale
+jitter does). Boxes are (x1, y1, x2, y2) and keypoints (x, y, v) in continuous pixel
+coordinates (docs/ARCHITECTURE.md), so a horizontal flip maps x to W - x.
+
+Images stay uint8 here; the pipeline casts once when it assembles a batch.
+"""
+import numpy as np
+from PIL import Image
+
+from mrcnn_kp import constants
+
+# image_meta layout (matterport): the only place that knows the offsets.
+_META_ID = 0
+_META_ORIGINAL_SHAPE = slice(1, 4)
+_META_IMAGE_SHAPE = slice(4, 7)
+_META_WINDOW = slice(7, 11)
+_META_SCALE = 11
+_META_ACTIVE_CLASS_IDS = 12
+
+
+# ------------------------------------------------------------------ image_meta
+def compose_image_meta(image_id, original_image_shape, image_shape, window, scale,
+                       active_class_ids):
+    """float32 [12 + NUM_CLASSES]: matterport's layout.
+
+    [image_id, orig_h, orig_w, orig_c, molded_h, molded_w, molded_c,
+     win_y1, win_x1, win_y2, win_x2, scale, active_class_ids x NUM_CLASSES]
+    """
+    meta = np.concatenate([
+        [image_id],
+        list(original_image_shape),  # orig (h, w, c)
+        list(image_shape),  # molded (h, w, c)
+        list(window),  # (y1, x1, y2, x2) of the image inside the canvas, molded pixels
+        [scale],
+        list(active_class_ids),  # [NUM_CLASSES]
+    ]).astype(np.float32)
+    if meta.shape[0] < _META_ACTIVE_CLASS_IDS + 1:
+        raise ValueError(f"image_meta needs 3 + 3 + 4 values and active_class_ids, got "
+                         f"{meta.shape[0]} numbers")
+    return meta
+
+
+def parse_image_meta(meta):
+    """Split image_meta [..., 12 + NUM_CLASSES] into its parts (numpy arrays or tensors).
+
+    Plain slicing, so it works on numpy arrays and on keras tensors of either backend.
+    Returns a dict: image_id [...], original_image_shape [..., 3], image_shape [..., 3],
+    window [..., 4] (y1, x1, y2, x2), scale [...], active_class_ids [..., NUM_CLASSES].
+    """
+    return {
+        "image_id": meta[..., _META_ID],
+        "original_image_shape": meta[..., _META_ORIGINAL_SHAPE],
+        "image_shape": meta[..., _META_IMAGE_SHAPE],
+        "window": meta[..., _META_WINDOW],
+        "scale": meta[..., _META_SCALE],
+        "active_class_ids": meta[..., _META_ACTIVE_CLASS_IDS:],
+    }
+
+
+# ------------------------------------------------------------------ scale and placement
+def compute_scale(height, width, config):
+    """matterport's "square" scale: upscale so the short side reaches IMAGE_MIN_DIM, at least
+    IMAGE_MIN_SCALE, then cap so that the long side (rounded) fits IMAGE_MAX_DIM."""
+    min_dim, max_dim = config.IMAGE_MIN_DIM, config.IMAGE_MAX_DIM
+    scale = 1.0
+    if min_dim:
+        scale = max(1.0, min_dim / min(height, width))
+    if config.IMAGE_MIN_SCALE and scale < config.IMAGE_MIN_SCALE:
+        scale = float(config.IMAGE_MIN_SCALE)
+    if max_dim and round(max(height, width) * scale) > max_dim:
+        scale = max_dim / max(height, width)
+    return float(scale)
+
+
+def centred_padding(resized_height, resized_width, side):
+    """matterport's zero padding of a resized image to side x side, centred."""
+    top = (side - resized_height) // 2
+    left = (side - resized_width) // 2
+    return [(top, side - resized_height - top), (left, side - resized_width - left), (0, 0)]
+
+
+def jitter_padding(resized_height, resized_width, side, rng):
+    """Padding (or cropping, as negative padding) for a scale-jittered image.
+
+    A side that fits is centred, as matterport does; a side that is too long is cropped at a
+    random offset drawn from rng, so every part of a large image can be seen.
+    """
+    offsets = []
+    for size in (resized_height, resized_width):
+        if size <= side:
+            start = (side - size) // 2
+        else:
+            start = -int(rng.integers(0, size - side + 1))
+        offsets.append((start, side - size - start))
+    return [offsets[0], offsets[1], (0, 0)]
+
+
+def window_from_padding(resized_height, resized_width, padding, side):
+    """(y1, x1, y2, x2) of the image content inside the side x side canvas."""
+    top, left = padding[0][0], padding[1][0]
+    return (max(top, 0), max(left, 0), min(top + resized_height, side),
+            min(left + resized_width, side))
+
+
+def _resize_uint8(image, height, width, method):
+    """Bilinear resize of a uint8 [H, W, C] image to [height, width, C]."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    if method == "matterport":
+        import skimage.transform
+
+        out = skimage.transform.resize(image, (height, width), order=1, mode="constant", cval=0,
+                                       clip=True, preserve_range=True, anti_aliasing=False)
+        return out.astype(np.uint8)
+    if method != "pil":
+        raise ValueError(f"unknown resize method {method!r}; use 'pil' or 'matterport'")
+    size = (width, height)  # Pillow wants (width, height)
+    if image.shape[2] in (3, 4):
+        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size,
+                                                                              Image.BILINEAR))
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c])).resize(
+        size, Image.BILINEAR)) for c in range(image.shape[2])]
+    return np.stack(planes, axis=-1)
+
+
+def place_image(image, scale, padding, side, method="pil"):
+    """Resize uint8 [H, W, C] by scale and put it into a zero side x side canvas at padding.
+
+    Returns uint8 [side, side, C]. Negative padding crops (scale jitter).
+    """
+    height, width = image.shape[:2]
+    new_h, new_w = int(round(height * scale)), int(round(width * scale))
+    resized = _resize_uint8(image, new_h, new_w, method)  # [new_h, new_w, C]
+    canvas = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
+    top, left = padding[0][0], padding[1][0]
+    y1, x1, y2, x2 = window_from_padding(new_h, new_w, padding, side)
+    canvas[y1:y2, x1:x2] = resized[y1 - top:y2 - top, x1 - left:x2 - left]
+    return canvas
+
+
+def resize_image(image, config, method="pil"):
+    """matterport's "square" mode: returns (image, window, scale, padding).
+
+    image: uint8 [H, W, 3] -> uint8 [IMAGE_MAX_DIM, IMAGE_MAX_DIM, 3] (bilinear, zero padding,
+    centred); window (y1, x1, y2, x2) of the image in the canvas; scale (float); padding
+    [(top, bottom), (left, right), (0, 0)].
+    method "pil" (default) is Pillow's bilinear, 20-30x faster than skimage; "matterport"
+    reproduces matterport's skimage resize bit for bit (it darkens the border pixel and does
+    not anti-alias when shrinking).
+    """
+    height, width = image.shape[:2]
+    side = config.IMAGE_MAX_DIM
+    scale = compute_scale(height, width, config)
+    new_h, new_w = int(round(height * scale)), int(round(width * scale))
+    padding = centred_padding(new_h, new_w, side)
+    window = window_from_padding(new_h, new_w, padding, side)
+    return place_image(image, scale, padding, side, method), window, scale, padding
+
+
+# ------------------------------------------------------------------ boxes, keypoints, masks
+def _offset(padding):
+    top, left = padding[0][0], padding[1][0]
+    return np.array([left, top], dtype=np.float32)  # (x, y)
+
+
+def resize_boxes(boxes, scale, padding, window=None):
+    """Original-pixel boxes [N, 4] (x1, y1, x2, y2) -> molded pixels, clipped to window.
+
+    window (y1, x1, y2, x2) is resize_image's; None skips the clipping.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    left, top = _offset(padding)
+    out = boxes * np.float32(scale) + np.array([left, top, left, top], dtype=np.float32)
+    if window is not None:
+        wy1, wx1, wy2, wx2 = window
+        out[:, 0::2] = np.clip(out[:, 0::2], wx1, wx2)
+        out[:, 1::2] = np.clip(out[:, 1::2], wy1, wy2)
+    return out
+
+
+def resize_keypoints(keypoints, scale, padding, window=None):
+    """Original-pixel keypoints [N, K, 3] (x, y, v) -> molded pixels.
+
+    A joint with v = 0, or one that lands outside window (y1, x1, y2, x2), becomes (0, 0, 0):
+    the contract's "a joint pushed outside the image by a transform gets v = 0".
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    out = keypoints.copy()
+    out[..., :2] = keypoints[..., :2] * np.float32(scale) + _offset(padding)
+    labelled = keypoints[..., 2] > 0  # [N, K]
+    if window is not None:
+        wy1, wx1, wy2, wx2 = window
+        x, y = out[..., 0], out[..., 1]
+        labelled &= (x >= wx1) & (x <= wx2) & (y >= wy1) & (y <= wy2)
+    out[~labelled] = 0.0
+    return out
+
+
+def resize_masks(masks, scale, padding, side):
+    """Full masks bool [H, W, N] -> bool [side, side, N] with the image's scale and padding."""
+    height, width, count = masks.shape
+    out = np.zeros((side, side, count), dtype=bool)
+    for i in range(count):
+        placed = place_image(masks[:, :, i:i + 1].astype(np.uint8) * 255, scale, padding, side)
+        out[:, :, i] = placed[:, :, 0] >= 128
+    return out
+
+
+def flip_horizontal(image, boxes=None, masks=None, keypoints=None):
+    """Mirror an image and its annotations left-right, in original pixels.
+
+    image [H, W, C]; boxes [N, 4] (x1, y1, x2, y2) -> (W - x2, y1, W - x1, y2); masks
+    [H, W, N]; keypoints [N, K, 3]: x -> W - x for labelled joints, then left and right joints
+    swap (constants.FLIP_INDEX), so the flipped left wrist is the original right wrist
+    mirrored. Returns (image, boxes, masks, keypoints), views where possible; None stays None.
+    """
+    width = image.shape[1]
+    image = image[:, ::-1]
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+                         axis=1)
+    if masks is not None:
+        masks = masks[:, ::-1]
+    if keypoints is not None:
+        keypoints = np.asarray(keypoints, dtype=np.float32).copy()
+        labelled = keypoints[..., 2] > 0
+        keypoints[..., 0] = np.where(labelled, width - keypoints[..., 0], 0.0)
+        if keypoints.shape[-2] == constants.NUM_KEYPOINTS:
+            keypoints = keypoints[..., constants.FLIP_INDEX, :]
+    return image, boxes, masks, keypoints
+
+
+def random_scale_factor(config, rng):
+    """Scale-jitter factor, log-uniform in config.AUGMENT_SCALE_RANGE; 1.0 when disabled."""
+    low, high = (float(v) for v in config.AUGMENT_SCALE_RANGE)
+    if low == high:
+        return low
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+# ------------------------------------------------------------------ back to original pixels
+def unmold_boxes(boxes, window, scale, original_shape=None):
+    """Molded-pixel boxes [..., 4] (x1, y1, x2, y2) -> original-image pixels.
+
+    window (y1, x1, y2, x2) and scale come from image_meta (parse_image_meta); original_shape
+    (h, w, ...) clips the result to the image. Inverse of resize_image + resize_boxes.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    wy1, wx1 = float(window[0]), float(window[1])
+    out = (boxes - np.array([wx1, wy1, wx1, wy1], dtype=np.float32)) / np.float32(scale)
+    if original_shape is not None:
+        height, width = float(original_shape[0]), float(original_shape[1])
+        out[..., 0::2] = np.clip(out[..., 0::2], 0.0, width)
+        out[..., 1::2] = np.clip(out[..., 1::2], 0.0, height)
+    return out
+
+
+def unmold_keypoints(keypoints, window, scale):
+    """Molded-pixel keypoints [..., K, 3] (x, y, score or v) -> original pixels; the third
+    column is returned unchanged."""
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    out = keypoints.copy()
+    wy1, wx1 = float(window[0]), float(window[1])
+    out[..., 0] = (keypoints[..., 0] - wx1) / np.float32(scale)
+    out[..., 1] = (keypoints[..., 1] - wy1) / np.float32(scale)
+    return out
