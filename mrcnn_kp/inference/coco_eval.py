@@ -127,7 +127,8 @@ def detections_to_coco(result, image_id, iou_types=IOU_TYPES, category_ids=None,
     return out
 
 
-def ground_truth_as_detections(coco_gt, image_id, keypoint_offset=None, include_crowd=False):
+def ground_truth_as_detections(coco_gt, image_id, keypoint_offset=None, include_crowd=False,
+                               with_masks=True):
     """The ground truth of one image in Predictor.detect()'s format (scores 1).
 
     Used to draw ground truth beside predictions, and to check the evaluation (ground truth
@@ -143,7 +144,7 @@ def ground_truth_as_detections(coco_gt, image_id, keypoint_offset=None, include_
     num_keypoints = constants.NUM_KEYPOINTS
     rois = np.zeros((n, 4), np.float32)
     keypoints = np.zeros((n, num_keypoints, 3), np.float32)
-    masks = np.zeros((height, width, n), bool)
+    masks = np.zeros((height, width, n if with_masks else 0), bool)
     for i, ann in enumerate(anns):
         x, y, w, h = ann["bbox"]
         rois[i] = (x, y, x + w, y + h)
@@ -151,8 +152,9 @@ def ground_truth_as_detections(coco_gt, image_id, keypoint_offset=None, include_
         kp = kp.reshape(num_keypoints, 3)
         keypoints[i, :, :2] = kp[:, :2] + offset
         keypoints[i, :, 2] = kp[:, 2] / 2.0
-        masks[:, :, i] = coco.annToMask(ann).astype(bool)
-    return {
+        if with_masks:
+            masks[:, :, i] = coco.annToMask(ann).astype(bool)
+    out = {
         "rois": rois,
         "class_ids": np.array([a["category_id"] for a in anns], np.int32),
         "scores": np.ones(n, np.float32),
@@ -160,6 +162,9 @@ def ground_truth_as_detections(coco_gt, image_id, keypoint_offset=None, include_
         "keypoints": keypoints,
         "num_keypoints": np.array([a.get("num_keypoints", 0) for a in anns], np.int32),
     }
+    if not with_masks:
+        del out["masks"]
+    return out
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -89,8 +89,8 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
                 width, height = img.size
                 if max_pixels and width * height > max_pixels:
                     raise ImageReadError(
-                        f"{path}: {width}x{height} = {width * height / 1e6:.1f} MP is more than "
-                        f"the limit of {max_pixels / 1e6:.1f} MP; downscale it or raise "
+                        f"{path}: {width}x{height} ({width * height:,} pixels) is more than "
+                        f"the limit of {max_pixels:,} pixels; downscale it or raise "
                         f"--max-pixels")
                 img.load()
                 if img.mode in ("RGB", "L", "RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1"):
@@ -157,13 +157,13 @@ def unmold_detections(outputs, image_shape, window, scale):
         keypoints [D, K, 3] (optional), num_detections (scalar), as numpy.
     window: (y1, x1, y2, x2) of the image inside the molded square; scale: the resize factor.
     """
+    from mrcnn_kp.data import transforms
+
     height, width = int(image_shape[0]), int(image_shape[1])
     class_ids = np.asarray(outputs["class_ids"]).astype(np.int32).reshape(-1)  # [D]
     count = int(np.asarray(outputs.get("num_detections", len(class_ids))))
-    wy1, wx1 = float(window[0]), float(window[1])
-    shift = np.array([wx1, wy1, wx1, wy1])
-    boxes = (np.asarray(outputs["boxes"], np.float64) - shift) / scale  # [D, 4]
-    boxes = np.clip(boxes, 0.0, [width, height, width, height])
+    unclipped = transforms.unmold_boxes(outputs["boxes"], window, scale)  # [D, 4]
+    boxes = transforms.unmold_boxes(outputs["boxes"], window, scale, image_shape)  # [D, 4]
     valid = (np.arange(len(class_ids)) < count) & (class_ids > 0)
     valid &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     keep = np.flatnonzero(valid)
@@ -173,14 +173,16 @@ def unmold_detections(outputs, image_shape, window, scale):
         "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
     }
     if outputs.get("keypoints") is not None:
-        keypoints = np.asarray(outputs["keypoints"], np.float64)[keep]  # [n, K, 3]
-        keypoints[..., 0] = np.clip((keypoints[..., 0] - wx1) / scale, 0.0, width)
-        keypoints[..., 1] = np.clip((keypoints[..., 1] - wy1) / scale, 0.0, height)
+        keypoints = transforms.unmold_keypoints(np.asarray(outputs["keypoints"])[keep], window,
+                                                scale)  # [n, K, 3]
+        keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
+        keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
         result["keypoints"] = keypoints.astype(np.float32)
     if outputs.get("masks") is not None:
         probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
         masks = np.zeros((height, width, len(keep)), bool)
-        for i, (prob, box) in enumerate(zip(probs, result["rois"])):
+        # The probability covers the box as predicted, before clipping to the image.
+        for i, (prob, box) in enumerate(zip(probs, unclipped[keep])):
             masks[:, :, i] = paste_mask(prob, box, (height, width))
         result["masks"] = masks
     return result

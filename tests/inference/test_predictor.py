@@ -1,0 +1,236 @@
+"""Predictor: molded-pixel model outputs come back in original pixels, exactly.
+
+The stand-in model returns fixed outputs per batch slot (known people), written here by hand in
+molded pixels from the resize geometry of TinyConfig (128 x 128 canvas), so the test checks
+the predictor's molding and un-molding against independently computed numbers.
+"""
+import io
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from mrcnn_kp.config import TinyConfig
+from mrcnn_kp.inference import predictor as predictor_lib
+from mrcnn_kp.inference.predictor import (ImageReadError, Predictor, paste_mask, read_image,
+                                          to_rgb_uint8)
+
+K = 17
+
+
+class FixedOutputs(keras.layers.Layer):
+    """Ignores the image; returns the same outputs for every batch (slot i -> values[i])."""
+
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = {k: np.asarray(v) for k, v in values.items()}
+
+    def call(self, image, meta):
+        zero = ops.sum(meta, axis=-1) * 0.0  # [B], keeps the graph connected to the inputs
+        out = {}
+        for name, value in self.values.items():
+            tensor = ops.convert_to_tensor(value)
+            shape = (-1,) + (1,) * (value.ndim - 1)
+            out[name] = ops.cast(ops.cast(tensor, "float32") + ops.reshape(zero, shape),
+                                 value.dtype)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "values": {k: v.tolist() for k, v in self.values.items()}}
+
+
+class CountingModel:
+    """Wraps a keras model and records the batch shapes it is called with."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def predict_on_batch(self, inputs):
+        self.calls.append((inputs["input_image"].shape, inputs["input_image_meta"].copy(),
+                           inputs["input_image"].copy()))
+        return self.model.predict_on_batch(inputs)
+
+
+def standin_model(config, values):
+    image = keras.Input((config.IMAGE_MAX_DIM, config.IMAGE_MAX_DIM, 3), name="input_image")
+    meta = keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta")
+    return keras.Model([image, meta], FixedOutputs(values)(image, meta))
+
+
+def slot_values(config):
+    """Two batch slots, D = DETECTION_MAX_INSTANCES rows each, molded pixels.
+
+    Slot 0 is written for a 200 (h) x 100 (w) image: scale 128/200 = 0.64, content 128 x 64
+    centred, so x gets +32, y +0. Slot 1 for a 90 x 160 image: scale 128/160 = 0.8, content
+    72 x 128, so y gets +28 ((128 - 72) // 2), x +0.
+    """
+    d = config.DETECTION_MAX_INSTANCES
+    boxes = np.zeros((2, d, 4), np.float32)
+    class_ids = np.zeros((2, d), np.int32)
+    scores = np.zeros((2, d), np.float32)
+    masks = np.zeros((2, d, 28, 28), np.float32)
+    keypoints = np.zeros((2, d, K, 3), np.float32)
+    # slot 0, person 0: original box (10, 20, 60, 180), nose (35, 50), left ankle (12, 170)
+    boxes[0, 0] = [10 * .64 + 32, 20 * .64, 60 * .64 + 32, 180 * .64]
+    keypoints[0, 0, 0] = [35 * .64 + 32, 50 * .64, 0.9]
+    keypoints[0, 0, 15] = [12 * .64 + 32, 170 * .64, 0.25]
+    masks[0, 0] = 1.0
+    class_ids[0, 0], scores[0, 0] = 1, 0.95
+    # slot 0, person 1: original box (50, 100, 100, 200) (touches the image corner);
+    # mask probability rising left to right: only the right half passes 0.5
+    boxes[0, 1] = [50 * .64 + 32, 100 * .64, 100 * .64 + 32, 200 * .64]
+    masks[0, 1] = np.tile(np.arange(28, dtype=np.float32) / 27.0, (28, 1))
+    class_ids[0, 1], scores[0, 1] = 1, 0.6
+    # slot 0, row 2: a person beyond num_detections; row 3: an empty slot (class 0)
+    boxes[0, 2] = [40, 40, 60, 60]
+    class_ids[0, 2], scores[0, 2] = 1, 0.5
+    boxes[0, 3] = [40, 40, 60, 60]
+    # slot 1, person 0: original box (16, 9, 96, 81) in the 90 x 160 image
+    boxes[1, 0] = [16 * .8, 9 * .8 + 28, 96 * .8, 81 * .8 + 28]
+    keypoints[1, 0, 5] = [40 * .8, 30 * .8 + 28, 3.5]
+    masks[1, 0] = 1.0
+    class_ids[1, 0], scores[1, 0] = 1, 0.8
+    return {"boxes": boxes, "class_ids": class_ids, "scores": scores, "masks": masks,
+            "keypoints": keypoints, "num_detections": np.array([2, 1], np.int32)}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TinyConfig()
+
+
+@pytest.fixture(scope="module")
+def model(config):
+    return standin_model(config, slot_values(config))
+
+
+def test_detect_maps_boxes_keypoints_masks_back_to_original_pixels(config, model):
+    counting = CountingModel(model)
+    tall = np.full((200, 100, 3), 90, np.uint8)  # slot 0
+    wide = np.full((90, 160, 3), 90, np.uint8)  # slot 1
+    results = Predictor(counting, config).detect([tall, wide])
+    assert len(results) == 2 and len(counting.calls) == 1
+
+    r = results[0]
+    np.testing.assert_allclose(r["rois"], [[10, 20, 60, 180], [50, 100, 100, 200]], atol=1e-4)
+    assert r["rois"].dtype == np.float32
+    np.testing.assert_array_equal(r["class_ids"], [1, 1])
+    np.testing.assert_allclose(r["scores"], [0.95, 0.6])
+    assert r["keypoints"].shape == (2, K, 3)
+    np.testing.assert_allclose(r["keypoints"][0, 0], [35, 50, 0.9], atol=1e-4)
+    np.testing.assert_allclose(r["keypoints"][0, 15], [12, 170, 0.25], atol=1e-4)
+    assert r["masks"].shape == (200, 100, 2) and r["masks"].dtype == bool
+    # every pixel whose centre is inside (10, 20, 60, 180): 50 columns x 160 rows
+    assert r["masks"][:, :, 0].sum() == 50 * 160
+    assert r["masks"][20:180, 10:60, 0].all()
+    # right half of (50, 100, 100, 200): columns 75..99, rows 100..199
+    assert r["masks"][:, :, 1].sum() == 25 * 100
+    assert r["masks"][100:200, 75:100, 1].all()
+
+    r = results[1]
+    np.testing.assert_allclose(r["rois"], [[16, 9, 96, 81]], atol=1e-4)
+    np.testing.assert_allclose(r["keypoints"][0, 5], [40, 30, 3.5], atol=1e-4)
+    assert r["masks"].shape == (90, 160, 1) and r["masks"][:, :, 0].sum() == 80 * 72
+
+
+def test_detect_pads_the_last_batch_and_keeps_the_order(config, model):
+    counting = CountingModel(model)
+    images = [np.zeros((200, 100, 3), np.uint8), np.zeros((90, 160, 3), np.uint8),
+              np.zeros((200, 100, 3), np.uint8)]
+    results = Predictor(counting, config).detect(images)
+    assert [c[0] for c in counting.calls] == [(2, 128, 128, 3)] * 2
+    assert [len(r["rois"]) for r in results] == [2, 1, 2]
+    # the padding image of the last batch is blank
+    assert counting.calls[1][2][1].max() == 0
+
+
+def test_detect_other_shape_in_the_same_slot_is_unmolded_with_its_own_window(config, model):
+    # A 64 x 64 image in slot 0: scale 2, no padding, so molded (x, y) -> (x / 2, y / 2).
+    result = Predictor(model, config).detect([np.zeros((64, 64, 3), np.uint8)])[0]
+    expected = np.array([10 * .64 + 32, 20 * .64, 60 * .64 + 32, 180 * .64]) / 2
+    np.testing.assert_allclose(result["rois"][0], expected, atol=1e-4)
+
+
+def test_mold_inputs_puts_the_converted_image_in_the_window(config, model):
+    predictor = Predictor(model, config)
+    gray = np.full((90, 160), 100, np.uint8)
+    molded, metas, windows, scales = predictor.mold_inputs([to_rgb_uint8(gray)])
+    assert molded.shape == (2, 128, 128, 3) and molded.dtype == np.float32
+    assert windows[0] == (28, 0, 100, 128) and scales[0] == pytest.approx(0.8)
+    np.testing.assert_array_equal(molded[0, 28:100], 100.0)
+    assert molded[0, :28].max() == 0 and molded[0, 100:].max() == 0
+    np.testing.assert_allclose(metas[0, :12], [0, 90, 160, 3, 128, 128, 3, 28, 0, 100, 128, .8])
+
+
+@pytest.mark.parametrize("image", [
+    np.full((90, 160), 100, np.uint8),  # grayscale
+    np.full((90, 160, 1), 100, np.uint8),
+    np.dstack([np.full((90, 160, 3), 100, np.uint8), np.full((90, 160), 7, np.uint8)]),  # RGBA
+    np.full((90, 160, 3), 100 / 255.0, np.float32),  # float in [0, 1]
+    np.full((90, 160, 3), 100 * 257, np.uint16),
+])
+def test_to_rgb_uint8_converts_gray_rgba_float_uint16(image):
+    out = to_rgb_uint8(image)
+    assert out.shape == (90, 160, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, 100)
+
+
+def test_to_rgb_uint8_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="channels, got 5"):
+        to_rgb_uint8(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match="H, W > 0"):
+        to_rgb_uint8(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_detect_refuses_a_bare_image(config, model):
+    with pytest.raises(ValueError, match="wrap a single image"):
+        Predictor(model, config).detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_predict_stream_is_lazy_and_keeps_keys(config, model):
+    pulled = []
+
+    def items():
+        for k, shape in enumerate([(200, 100, 3), (90, 160, 3), (200, 100, 3)]):
+            pulled.append(k)
+            yield f"img{k}", np.zeros(shape, np.uint8)
+
+    stream = Predictor(model, config).predict_stream(items())
+    key, result = next(stream)
+    assert key == "img0" and pulled == [0, 1]  # one batch read, not the whole iterable
+    rest = list(stream)
+    assert [k for k, _ in rest] == ["img1", "img2"]
+    assert [len(r["rois"]) for _, r in rest] == [1, 2]
+
+
+def test_paste_mask_counts_pixel_centres_inside_a_fractional_box():
+    # x in [2.4, 7.6]: centres 2.5..7.5 -> 6 columns; y in [1.0, 3.0]: centres 1.5, 2.5 -> 2 rows
+    full = paste_mask(np.ones((28, 28)), (2.4, 1.0, 7.6, 3.0), (10, 10))
+    assert full.sum() == 12 and full[1:3, 2:8].all()
+    assert paste_mask(np.ones((28, 28)), (5, 5, 5, 9), (10, 10)).sum() == 0  # empty box
+    assert paste_mask(np.ones((28, 28)), (-5, -5, 3, 2), (10, 10)).sum() == 6  # clipped
+
+
+def test_read_image_messages(tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((20, 30, 4), 200, np.uint8)).save(good)
+    assert read_image(good).shape == (20, 30, 3)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(ImageReadError, match="not an image"):
+        read_image(text)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buffer, format="JPEG")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(buffer.getvalue()[:400])
+    with pytest.raises(ImageReadError, match="truncated or corrupt"):
+        read_image(truncated)
+    with pytest.raises(ImageReadError, match=r"30x20 \(600 pixels\) is more than the limit of 100 pixels"):
+        read_image(good, max_pixels=100)
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "missing.jpg")
+    assert predictor_lib.DEFAULT_MAX_PIXELS >= 40_000_000
