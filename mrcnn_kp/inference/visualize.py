@@ -127,6 +127,12 @@ def new_figure(panels=1, figsize=None):
     return fig, axes
 
 
+def _fit(image, panel_width, panels=1):
+    """A figure size (inches) whose panels follow the image's aspect ratio, room for a title."""
+    height, width = np.asarray(image).shape[:2]
+    return (panel_width * panels, panel_width * height / max(width, 1) + 0.4)
+
+
 def save_figure(fig, path, dpi=100):
     """Write the figure as a PNG atomically; returns the path."""
     with atomic_path(path) as tmp:
@@ -135,13 +141,13 @@ def save_figure(fig, path, dpi=100):
 
 
 def display_instances(image, result, class_names=DEFAULT_CLASS_NAMES, title=None, ax=None,
-                      figsize=(8, 8), path=None, **draw_options):
+                      figsize=None, path=None, **draw_options):
     """Draw detections on an image; returns the Figure (and saves a PNG when path is given).
 
     draw_options: show_boxes, show_masks, show_keypoints, min_keypoint_score.
     """
     if ax is None:
-        fig, (ax,) = new_figure(1, figsize)
+        fig, (ax,) = new_figure(1, figsize or _fit(image, 8.0))
     else:
         fig = ax.figure
     draw_instances(ax, image, result, class_names=class_names, title=title, **draw_options)
@@ -151,9 +157,9 @@ def display_instances(image, result, class_names=DEFAULT_CLASS_NAMES, title=None
 
 
 def draw_side_by_side(image, gt, pred, path, class_names=DEFAULT_CLASS_NAMES,
-                      titles=("ground truth", "prediction"), figsize=(12, 6), **draw_options):
+                      titles=("ground truth", "prediction"), figsize=None, **draw_options):
     """Ground truth (left) and prediction (right) on the same image, saved as a PNG at path."""
-    fig, axes = new_figure(2, figsize)
+    fig, axes = new_figure(2, figsize or _fit(image, 6.0, panels=2))
     draw_instances(axes[0], image, gt, class_names=class_names, title=titles[0], **draw_options)
     draw_instances(axes[1], image, pred, class_names=class_names, title=titles[1],
                    **draw_options)

@@ -1,0 +1,86 @@
+"""Pictures are written, have the expected size, and show the drawn people (not blank)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrcnn_kp import constants
+from mrcnn_kp.inference import visualize
+from mrcnn_kp.inference.coco_eval import ground_truth_as_detections, load_coco
+from mrcnn_kp.inference.predictor import read_image
+
+
+def person(height=120, width=160):
+    masks = np.zeros((height, width, 1), bool)
+    masks[20:110, 50:100, 0] = True
+    keypoints = np.zeros((1, 17, 3), np.float32)
+    keypoints[0, :, 0] = np.linspace(55, 95, 17)
+    keypoints[0, :, 1] = np.linspace(25, 105, 17)
+    keypoints[0, :, 2] = np.linspace(0.1, 1.0, 17)
+    return {"rois": np.array([[50, 20, 100, 110]], np.float32), "class_ids": np.array([1]),
+            "scores": np.array([0.87], np.float32), "masks": masks, "keypoints": keypoints}
+
+
+def empty(height=120, width=160):
+    return {"rois": np.zeros((0, 4), np.float32), "class_ids": np.zeros(0, int),
+            "scores": np.zeros(0, np.float32), "masks": np.zeros((height, width, 0), bool),
+            "keypoints": np.zeros((0, 17, 3), np.float32)}
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.float32)
+
+
+def test_limb_colors_one_per_limb_left_and_right_differ():
+    colors = visualize.limb_colors()
+    assert len(colors) == len(constants.SKELETON) == 19
+    left_arm = constants.SKELETON.index((5, 7))
+    right_arm = constants.SKELETON.index((6, 8))
+    assert colors[left_arm] != colors[right_arm]
+
+
+def test_display_instances_draws_people_on_the_image(tmp_path):
+    image = np.full((120, 160, 3), 128, np.uint8)
+    drawn = tmp_path / "drawn.png"
+    blank = tmp_path / "blank.png"
+    fig = visualize.display_instances(image, person(), figsize=(4, 3), path=drawn)
+    visualize.display_instances(image, empty(), figsize=(4, 3), path=blank)
+    assert fig.get_size_inches().tolist() == [4.0, 3.0]
+    a, b = pixels(drawn), pixels(blank)
+    assert a.shape == b.shape == (300, 400, 3)  # figsize x 100 dpi
+    # the people add colour: more distinct colours and more variance than the bare image
+    assert a.var() > b.var() + 100
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 50
+    assert np.abs(a - b).mean() > 2
+
+
+def test_draw_side_by_side_on_a_real_coco_image(coco_mini, tmp_path):
+    ann, images = coco_mini
+    coco = load_coco(ann)
+    image_id = coco.getImgIds()[0]
+    image = read_image(images / coco.imgs[image_id]["file_name"])
+    gt = ground_truth_as_detections(coco, image_id)
+    pred = {k: v.copy() for k, v in gt.items()}
+    pred["keypoints"][..., :2] += 6.0
+    pred["keypoints"][..., 2] = np.where(gt["keypoints"][..., 2] > 0, 0.7, 0.0)
+    path = visualize.draw_side_by_side(image, gt, pred, tmp_path / "pair.png",
+                                       figsize=(8, 4))
+    out = pixels(path)
+    assert out.shape == (400, 800, 3)
+    assert out.std() > 20
+    # both halves carry the picture (neither panel left empty)
+    left, right = out[:, :400], out[:, 400:]
+    assert left.std() > 20 and right.std() > 20
+    assert np.abs(left - right).mean() > 1  # the predicted skeleton sits elsewhere
+
+
+def test_joints_scoring_zero_are_not_drawn(tmp_path):
+    image = np.full((120, 160, 3), 128, np.uint8)
+    unseen = person()
+    unseen["keypoints"][..., 2] = 0.0
+    seen = person()
+    no_people = empty()
+    for name, result in (("unseen", unseen), ("seen", seen), ("none", no_people)):
+        visualize.display_instances(image, result, figsize=(4, 3), path=tmp_path / f"{name}.png",
+                                    show_masks=False, show_boxes=False)
+    np.testing.assert_array_equal(pixels(tmp_path / "unseen.png"), pixels(tmp_path / "none.png"))
+    assert np.abs(pixels(tmp_path / "seen.png") - pixels(tmp_path / "none.png")).sum() > 0
