@@ -279,3 +279,24 @@ class Predictor:
             one = {name: value[i] for name, value in outputs.items()}
             results.append(unmold_detections(one, image.shape, windows[i], scales[i]))
         return results
+
+
+# ---------------------------------------------------------------------------- loading
+def load_predictor(config, weights=None):
+    """Build the inference model for `config`, load `weights` by layer name, wrap it.
+
+    weights: a `.weights.h5` (ours), a legacy Keras-2 `.h5` (matterport), or None for random
+    initial weights. Returns (Predictor, the weights loader's report or None); the report is
+    also logged by mrcnn_kp.weights.
+    """
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+
+    model = build_inference_model(config)
+    report = None
+    if weights is not None:
+        from mrcnn_kp.weights import load_weights
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        report = load_weights(model, weights, by_name=True)
+    return Predictor(model, config), report

@@ -8,9 +8,11 @@ coco_eval.ground_truth_as_detections). Figures are drawn with matplotlib's Agg c
 directly, so nothing here touches pyplot's global backend or needs a display.
 
 Each limb of the skeleton has its own colour (left limbs warm, right limbs cool, the middle
-green); each joint is a dot whose size and opacity grow with its confidence (the joint's score
-clipped to [0, 1]). Joints scoring at most `min_keypoint_score` are not drawn, so ground
-truth's unlabeled joints (score 0) stay hidden.
+green); each joint is a dot whose size and opacity grow with its confidence. The model's joint
+score is the heatmap logit at the chosen pixel (mrcnn_kp.ops.keypoints.decode_heatmaps), so
+`keypoint_scores="logit"` (the default) shows sigmoid(score); `"probability"` takes scores
+already in [0, 1] (ground truth: visibility / 2). Joints whose raw score is at most
+`min_keypoint_score` are not drawn, so ground truth's unlabeled joints (score 0) stay hidden.
 """
 import numpy as np
 
@@ -51,7 +53,7 @@ def instance_colors(count, seed=0):
 
 def draw_instances(ax, image, result, class_names=DEFAULT_CLASS_NAMES, title=None,
                    show_boxes=True, show_masks=True, show_keypoints=True,
-                   min_keypoint_score=0.0):
+                   min_keypoint_score=0.0, keypoint_scores="logit"):
     """Draw one image and its detections on a matplotlib Axes; returns the Axes."""
     from matplotlib import patches
 
@@ -92,17 +94,28 @@ def draw_instances(ax, image, result, class_names=DEFAULT_CLASS_NAMES, title=Non
                     bbox={"facecolor": colors[i], "alpha": 0.6, "pad": 1, "edgecolor": "none"})
     keypoints = result.get("keypoints")
     if show_keypoints and keypoints is not None:
-        _draw_skeletons(ax, np.asarray(keypoints, np.float32), min_keypoint_score)
+        _draw_skeletons(ax, np.asarray(keypoints, np.float32), min_keypoint_score,
+                        keypoint_scores)
     return ax
 
 
-def _draw_skeletons(ax, keypoints, min_score):
+def joint_confidence(scores, keypoint_scores="logit"):
+    """Joint scores -> [0, 1] for drawing: sigmoid of logits, or probabilities clipped."""
+    scores = np.asarray(scores, np.float64)
+    if keypoint_scores == "logit":
+        return 1.0 / (1.0 + np.exp(-np.clip(scores, -50, 50)))
+    if keypoint_scores == "probability":
+        return np.clip(scores, 0.0, 1.0)
+    raise ValueError(f"keypoint_scores must be 'logit' or 'probability', got {keypoint_scores!r}")
+
+
+def _draw_skeletons(ax, keypoints, min_score, keypoint_scores):
     """keypoints [n, K, 3] (x, y, score): limbs between joints both above min_score, then joints."""
     limbs = limb_colors()
     for person in keypoints:
         xy, score = person[:, :2], person[:, 2]
         shown = score > min_score
-        confidence = np.clip(score, 0.0, 1.0)
+        confidence = joint_confidence(score, keypoint_scores)
         for (a, b), color in zip(constants.SKELETON, limbs):
             if shown[a] and shown[b]:
                 alpha = 0.35 + 0.65 * float(min(confidence[a], confidence[b]))
@@ -144,7 +157,8 @@ def display_instances(image, result, class_names=DEFAULT_CLASS_NAMES, title=None
                       figsize=None, path=None, **draw_options):
     """Draw detections on an image; returns the Figure (and saves a PNG when path is given).
 
-    draw_options: show_boxes, show_masks, show_keypoints, min_keypoint_score.
+    draw_options: show_boxes, show_masks, show_keypoints, min_keypoint_score, keypoint_scores
+    ("logit" for model output, "probability" for ground truth).
     """
     if ax is None:
         fig, (ax,) = new_figure(1, figsize or _fit(image, 8.0))
@@ -158,9 +172,14 @@ def display_instances(image, result, class_names=DEFAULT_CLASS_NAMES, title=None
 
 def draw_side_by_side(image, gt, pred, path, class_names=DEFAULT_CLASS_NAMES,
                       titles=("ground truth", "prediction"), figsize=None, **draw_options):
-    """Ground truth (left) and prediction (right) on the same image, saved as a PNG at path."""
+    """Ground truth (left) and prediction (right) on the same image, saved as a PNG at path.
+
+    The ground truth's joint scores are probabilities (ground_truth_as_detections); the
+    prediction's follow draw_options' keypoint_scores (default "logit").
+    """
     fig, axes = new_figure(2, figsize or _fit(image, 6.0, panels=2))
-    draw_instances(axes[0], image, gt, class_names=class_names, title=titles[0], **draw_options)
+    gt_options = {**draw_options, "keypoint_scores": "probability"}
+    draw_instances(axes[0], image, gt, class_names=class_names, title=titles[0], **gt_options)
     draw_instances(axes[1], image, pred, class_names=class_names, title=titles[1],
                    **draw_options)
     return save_figure(fig, path)

@@ -84,3 +84,11 @@ def test_joints_scoring_zero_are_not_drawn(tmp_path):
                                     show_masks=False, show_boxes=False)
     np.testing.assert_array_equal(pixels(tmp_path / "unseen.png"), pixels(tmp_path / "none.png"))
     assert np.abs(pixels(tmp_path / "seen.png") - pixels(tmp_path / "none.png")).sum() > 0
+
+
+def test_joint_confidence_of_logits_and_probabilities():
+    np.testing.assert_allclose(visualize.joint_confidence([0.0, 2.0, -50.0]),
+                               [0.5, 0.880797, 0.0], atol=1e-6)
+    np.testing.assert_allclose(visualize.joint_confidence([0.5, 1.7], "probability"), [0.5, 1.0])
+    with pytest.raises(ValueError, match="'logit' or 'probability'"):
+        visualize.joint_confidence([1.0], "percent")
