@@ -217,7 +217,7 @@ def evaluate_results_file(coco_gt, results_json, iou_type, image_ids=None, verbo
 
 def evaluate_coco(predictor, coco_gt, image_dir=None, image_ids=None, limit=None,
                   iou_types=IOU_TYPES, out_dir=None, keypoint_score="box", batch_size=None,
-                  verbose=1):
+                  on_result=None, verbose=1):
     """Run a model over a COCO-format dataset and evaluate it -> {iou_type: summary dict}.
 
     predictor: anything with `detect(images) -> [result dict]` (Predictor, MaskRCNN) or a
@@ -226,6 +226,7 @@ def evaluate_coco(predictor, coco_gt, image_dir=None, image_ids=None, limit=None
     image_dir: the images (default: images/ beside the json).
     image_ids, limit: evaluate these images (default all, sorted), the first `limit` of them.
     out_dir: where results_<iou_type>.json and metrics.json are written (optional).
+    on_result: called as on_result(image_id, image, result) for every image (e.g. to draw).
     Images that cannot be read are reported and left out of the evaluation.
     """
     from mrcnn_kp.inference.predictor import ImageReadError, read_image
@@ -251,7 +252,9 @@ def evaluate_coco(predictor, coco_gt, image_dir=None, image_ids=None, limit=None
                 skipped.append(image_id)
                 print(f"skipped image {image_id}: {exc}")
         if images:
-            for image_id, result in zip(chunk, detect(images)):
+            for image_id, image, result in zip(chunk, images, detect(images)):
+                if on_result is not None:
+                    on_result(image_id, image, result)
                 for t, recs in detections_to_coco(result, image_id, iou_types,
                                                   keypoint_score=keypoint_score).items():
                     records[t].extend(recs)

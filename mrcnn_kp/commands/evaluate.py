@@ -1,0 +1,145 @@
+"""`mrcnn-kp evaluate`: COCO keypoint / bbox / segm AP of a model on a COCO-format dataset.
+
+    mrcnn-kp evaluate --dataset person_keypoints_val2017.json --images val2017/ --limit 500
+    mrcnn-kp evaluate --dataset data/coco_kp_mini/train --results out/results_keypoints.json
+
+--dataset is the annotation json, or a folder holding one person_keypoints*.json (and images/).
+Without --results the model (--weights, --config: see `mrcnn-kp predict --help`) runs over the
+images; with --results an existing COCO results file is evaluated (and refused, clearly, when
+it was made for another dataset). Prints COCOeval's summary per iou type; --output keeps the
+results json files, metrics.json and --pictures side-by-side PNGs (ground truth | prediction).
+"""
+import json
+import sys
+from pathlib import Path
+
+from mrcnn_kp.commands.predict import (CommandError, add_model_arguments, load_model,
+                                       model_errors, report_error)
+
+HELP = "COCO keypoint / bbox / segm AP of a model on a COCO-format dataset"
+
+
+def add_arguments(parser):
+    parser.add_argument("--dataset", required=True,
+                        help="COCO annotation json, or a folder with one person_keypoints*.json")
+    parser.add_argument("--images", default=None,
+                        help="image folder (default: images/ beside the json)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
+    parser.add_argument("--image-ids", default=None,
+                        help="comma-separated COCO image ids to evaluate (default: all)")
+    parser.add_argument("--iou-types", default="keypoints,bbox,segm",
+                        help="comma-separated subset of keypoints,bbox,segm")
+    parser.add_argument("--results", default=None,
+                        help="evaluate this COCO results json instead of running a model")
+    parser.add_argument("--output", "-o", default=None,
+                        help="folder for results_<type>.json, metrics.json and pictures")
+    parser.add_argument("--pictures", type=int, default=0,
+                        help="draw ground truth | prediction PNGs for the first N images "
+                             "(needs --output)")
+    add_model_arguments(parser)
+
+
+def resolve_dataset(value):
+    """The annotation json for --dataset (a file, or a folder with one person_keypoints json)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("person_keypoints*.json")) or sorted(path.glob("*.json"))
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise CommandError(f"--dataset {path}: no annotation .json in this folder")
+        raise CommandError(f"--dataset {path}: several annotation files "
+                           f"({', '.join(p.name for p in found)}); name one")
+    raise CommandError(f"--dataset {path}: no such file or folder")
+
+
+def parse_list(text, cast=str, name="value"):
+    try:
+        return [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CommandError(f"{name}: expected a comma-separated list, got {text!r}") from None
+
+
+def run(args):
+    from mrcnn_kp.inference import coco_eval
+
+    try:
+        annotation = resolve_dataset(args.dataset)
+        iou_types = parse_list(args.iou_types, name="--iou-types")
+        unknown = sorted(set(iou_types) - set(coco_eval.IOU_TYPES))
+        if unknown or not iou_types:
+            raise CommandError(f"--iou-types: unknown {unknown}; choose from "
+                               f"{', '.join(coco_eval.IOU_TYPES)}")
+        image_ids = parse_list(args.image_ids, int, "--image-ids") if args.image_ids else None
+        if args.pictures and not args.output:
+            raise CommandError("--pictures needs --output (the folder for the PNGs)")
+        coco = coco_eval.load_coco(annotation)
+        ids = coco_eval.select_image_ids(coco, image_ids, args.limit)
+    except (CommandError, FileNotFoundError, ValueError) as exc:
+        return report_error("evaluate", exc)
+    print(f"dataset: {annotation} ({len(coco.getImgIds())} images, evaluating {len(ids)})")
+
+    if args.results:
+        return _evaluate_results_file(coco, args, iou_types,
+                                      ids if (image_ids or args.limit) else None)
+
+    try:
+        predictor, config, _ = load_model(args)
+    except model_errors() as exc:
+        return report_error("evaluate", exc)
+    on_result = _picture_writer(coco, Path(args.output) / "pictures", args.pictures) \
+        if args.pictures else None
+    try:
+        summary = coco_eval.evaluate_coco(predictor, coco, image_dir=args.images, image_ids=ids,
+                                          iou_types=iou_types, out_dir=args.output,
+                                          on_result=on_result)
+    except (FileNotFoundError, RuntimeError) as exc:
+        return report_error("evaluate", exc)
+    _print_table(summary)
+    return 0
+
+
+def _evaluate_results_file(coco, args, iou_types, image_ids):
+    from mrcnn_kp.inference import coco_eval
+
+    summary = {}
+    try:
+        for iou_type in iou_types:
+            summary[iou_type] = coco_eval.evaluate_results_file(coco, args.results, iou_type,
+                                                                image_ids=image_ids)
+    except (coco_eval.ResultsMismatchError, FileNotFoundError) as exc:
+        return report_error("evaluate", exc)
+    _print_table(summary)
+    if args.output:
+        from mrcnn_kp.utils import atomic_write_text
+
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.output) / "metrics.json",
+                          json.dumps({"results": str(args.results), "summary": summary}, indent=2))
+    return 0
+
+
+def _picture_writer(coco, folder, count):
+    from mrcnn_kp.inference import visualize
+    from mrcnn_kp.inference.coco_eval import ground_truth_as_detections
+
+    drawn = []
+
+    def draw(image_id, image, result):
+        if len(drawn) >= count:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        gt = ground_truth_as_detections(coco, image_id)
+        drawn.append(visualize.draw_side_by_side(image, gt, result,
+                                                 folder / f"{image_id:012d}.png"))
+
+    return draw
+
+
+def _print_table(summary):
+    for iou_type, values in summary.items():
+        cells = "  ".join(f"{name} {value:.3f}" for name, value in values.items())
+        print(f"{iou_type:9s} {cells}")
+    sys.stdout.flush()
