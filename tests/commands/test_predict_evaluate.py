@@ -230,3 +230,29 @@ def test_predict_with_the_real_tiny_model(tmp_path, capsys):
         image = images[record["image_id"] - 1]
         x, y, w, h = record["bbox"]
         assert 0 <= x and x + w <= image["width"] + 1e-3 and y + h <= image["height"] + 1e-3
+
+
+def load_sample_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "samples" / "coco_keypoints" / "coco_keypoints.py"
+    spec = importlib.util.spec_from_file_location("coco_keypoints_sample", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sample_script_delegates_to_the_cli(tmp_path, standin, capsys):
+    sample = load_sample_script()
+    paths = write_images(tmp_path / "in", shapes=((60, 60), (40, 80)))
+    code = sample.main(["predict", "--image", str(paths[0]), f"--image={paths[1]}",
+                        "--weights", "none", "--config", "tiny", "--output", str(tmp_path / "o")])
+    assert code == 0
+    assert "2 image(s) processed" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.png")) == ["person_0.png",
+                                                                      "person_1.png"]
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["bogus"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
