@@ -1,0 +1,191 @@
+"""Run directories, per-epoch checkpoints and the optimizer state that makes resume exact.
+
+A run lives in `<model_dir>/<name><YYYYmmddTHHMM>/` (matterport's layout):
+
+    config.json                                   the Config, written when the run starts
+    mask_rcnn_<name>_0003.weights.h5              weights after epoch 3 (Keras 3 format)
+    mask_rcnn_<name>_0003.state.npz               optimizer variables (momenta, iterations,
+                                                  skipped steps) + epoch, written before the
+                                                  weights: a weights file always has its state
+    mask_rcnn_<name>_0003_interrupted.weights.h5  Ctrl-C / SIGTERM during epoch 4
+    events.out.tfevents...                        TensorBoard (train/ and validation/)
+
+Every file is written to a temporary name and renamed (mrcnn_kp.utils.atomic_path), so a kill at
+any moment leaves the previous checkpoint intact. Epoch numbers count completed epochs, so the
+weights of `..._0003` resume with `train(epochs=N)` running epochs 4..N.
+"""
+import datetime
+import json
+import os
+import re
+
+import numpy as np
+
+from mrcnn_kp.utils import atomic_path, get_logger
+
+log = get_logger("mrcnn_kp.training")
+
+WEIGHTS_SUFFIX = ".weights.h5"
+STATE_SUFFIX = ".state.npz"
+CONFIG_FILE = "config.json"
+_TIMESTAMP = "%Y%m%dT%H%M"
+# <dir>/<name><YYYYmmddTHHMM>/mask_rcnn_<name>_<epoch>[_interrupted](.weights.h5 | .h5)
+_CHECKPOINT_RE = re.compile(
+    r"^(?P<run>.*[/\\][\w.-]*?\d{8}T\d{4})[/\\]mask_rcnn_[\w.-]*?_?(?P<epoch>\d{4})"
+    r"(?P<interrupted>_interrupted)?(\.weights)?\.h5$")
+
+
+def run_dir_name(config, now=None):
+    now = now or datetime.datetime.now()
+    return f"{config.NAME.lower()}{now.strftime(_TIMESTAMP)}"
+
+
+def checkpoint_path(log_dir, config, epoch, interrupted=False):
+    """`<log_dir>/mask_rcnn_<name>_<epoch:04d>[_interrupted].weights.h5`."""
+    tag = "_interrupted" if interrupted else ""
+    return os.path.join(log_dir, f"mask_rcnn_{config.NAME.lower()}_{int(epoch):04d}{tag}"
+                                 f"{WEIGHTS_SUFFIX}")
+
+
+def state_path(weights_path):
+    """The optimizer-state file that belongs to a weights file."""
+    weights_path = os.fspath(weights_path)
+    for suffix in (WEIGHTS_SUFFIX, ".h5"):
+        if weights_path.endswith(suffix):
+            return weights_path[: -len(suffix)] + STATE_SUFFIX
+    return weights_path + STATE_SUFFIX
+
+
+def parse_checkpoint_path(path):
+    """(run directory, completed epoch) for a checkpoint inside a run directory, else None.
+
+    Accepts ours (`.weights.h5`) and matterport's (`.h5`) names, so training continues a
+    matterport run directory too.
+    """
+    match = _CHECKPOINT_RE.match(os.path.abspath(os.fspath(path)))
+    if not match:
+        return None
+    return match.group("run"), int(match.group("epoch"))
+
+
+def find_last(model_dir, name):
+    """The newest checkpoint: the latest run directory of `name` that holds one, then the
+    latest checkpoint in it (an `_interrupted` one counts after its epoch's checkpoint).
+
+    Raises FileNotFoundError naming what was searched.
+    """
+    name = name.lower()
+    try:
+        runs = sorted(d for d in os.listdir(model_dir)
+                      if d.startswith(name) and os.path.isdir(os.path.join(model_dir, d)))
+    except FileNotFoundError:
+        runs = []
+    if not runs:
+        raise FileNotFoundError(f"no run directory of {name!r} in {os.path.abspath(model_dir)} "
+                                f"(run directories are named {name}<YYYYmmddTHHMM>)")
+    for run in reversed(runs):
+        run_dir = os.path.join(model_dir, run)
+        checkpoints = sorted(f for f in os.listdir(run_dir)
+                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        if checkpoints:
+            return os.path.join(run_dir, checkpoints[-1])
+    raise FileNotFoundError(f"no checkpoint (mask_rcnn_*.weights.h5) in any run directory of "
+                            f"{name!r} in {os.path.abspath(model_dir)}")
+
+
+# ---------------------------------------------------------------------------- optimizer state
+def optimizer_state(optimizer):
+    """Every optimizer variable as numpy, keyed by its path ("sgd/iteration",
+    "sgd/mrcnn_mask_conv1_kernel_momentum", ...)."""
+    return {v.path: np.array(_to_numpy(v)) for v in optimizer.variables}
+
+
+def restore_optimizer_state(optimizer, arrays):
+    """Assign saved values to the optimizer variables with the same path and shape.
+
+    The optimizer must be built. Variables of layers that were not trainable when the state was
+    saved keep their fresh values (zero momentum): that is what changes between stages.
+    Returns (restored paths, paths left fresh).
+    """
+    restored, fresh = [], []
+    for variable in optimizer.variables:
+        value = arrays.get(variable.path)
+        if value is not None and tuple(value.shape) == tuple(variable.shape):
+            variable.assign(value.astype(variable.dtype))
+            restored.append(variable.path)
+        else:
+            fresh.append(variable.path)
+    return restored, fresh
+
+
+def _to_numpy(variable):
+    from keras import ops
+
+    return ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable)
+
+
+# ---------------------------------------------------------------------------- files
+def write_config(log_dir, config):
+    path = os.path.join(log_dir, CONFIG_FILE)
+    config.to_json(path)
+    return path
+
+
+def save_state(path, meta, arrays):
+    """One .npz: `meta` (JSON: epoch, iterations, layers...) and the optimizer arrays."""
+    payload = {f"optimizer/{k}": v for k, v in arrays.items()}
+    payload["meta"] = np.array(json.dumps(meta))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def load_state(path):
+    """(meta dict, optimizer arrays) from save_state's file."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        arrays = {k[len("optimizer/"):]: data[k] for k in data.files if k.startswith("optimizer/")}
+    return meta, arrays
+
+
+def save_model_weights(model, path, config=None):
+    """Atomic Keras 3 .weights.h5 through mrcnn_kp.weights (which also stores the config)."""
+    try:
+        from mrcnn_kp.weights import save_weights
+    except ImportError:
+        save_weights = None
+    if save_weights is not None:
+        save_weights(model, path, config=config)
+        return path
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
+    return path
+
+
+def load_model_weights(model, path, by_name=True, exclude=()):
+    """Load by layer name through mrcnn_kp.weights (legacy .h5 too); returns its report."""
+    try:
+        from mrcnn_kp.weights import load_weights
+    except ImportError:
+        load_weights = None
+    if load_weights is not None:
+        return load_weights(model, path, by_name=by_name, exclude=tuple(exclude))
+    model.load_weights(path)
+    return None
+
+
+def all_finite(model):
+    return all(np.all(np.isfinite(_to_numpy(w))) for w in model.weights
+               if np.issubdtype(np.dtype(getattr(w, "dtype", "float32")), np.floating))
+
+
+def save_checkpoint(model, optimizer, path, meta, config=None):
+    """State first, then weights: the weights file is what find_last sees, and it always
+    has its state. Returns the weights path."""
+    arrays = optimizer_state(optimizer) if optimizer is not None else {}
+    save_state(state_path(path), meta, arrays)
+    save_model_weights(model, path, config=config)
+    return path

@@ -1,0 +1,116 @@
+"""The training optimizer: SGD with momentum, decoupled weight decay on kernels, global-norm
+clipping, and a guard that skips any update whose gradients are not finite.
+
+The guard is a `keras.optimizers.LossScaleOptimizer` whose scale stays at 1 (unless mixed_float16
+asks for dynamic loss scaling): Keras already knows how to skip a step on non-finite gradients
+on every backend, under tf.distribute and in JAX's stateless apply. We add a counter of skipped
+updates (`skipped_steps`) so a callback can report them, and never shrink the scale in fp32.
+A skipped step changes nothing: not the weights, not the momenta, not `iterations`.
+"""
+import keras
+from keras import ops
+
+from mrcnn_kp.training.schedules import build_schedule
+
+# Optimizer names are part of the checkpoint format (optimizer variable paths start with them).
+INNER_NAME = "sgd"
+GUARD_NAME = "nonfinite_guard"
+# Kernels get weight decay; biases, batch-norm gamma/beta and anything else do not (matterport).
+DECAYED_VARIABLE_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class NonFiniteGuard(keras.optimizers.LossScaleOptimizer):
+    """Wraps an optimizer; an update with any NaN/inf gradient is skipped and counted.
+
+    dynamic_loss_scale=False (fp32, bfloat16): the loss is never scaled.
+    dynamic_loss_scale=True (mixed_float16): Keras' dynamic loss scaling, plus the counter.
+    """
+
+    def __init__(self, inner_optimizer, dynamic_loss_scale=False, name=GUARD_NAME, **kwargs):
+        if not dynamic_loss_scale:
+            kwargs.update(initial_scale=1.0, dynamic_growth_steps=2 ** 30)
+        super().__init__(inner_optimizer, name=name, **kwargs)
+        self.dynamic_loss_scale = bool(dynamic_loss_scale)
+
+    def build(self, var_list):
+        # LossScaleOptimizer.build does not track new variables automatically; add ours first.
+        self.skipped_steps = self.add_variable(shape=(), dtype="int", initializer="zeros",
+                                               aggregation="none", name="skipped_steps")
+        super().build(var_list)
+
+    def scale_loss(self, loss):
+        if not self.dynamic_loss_scale:
+            return loss
+        return super().scale_loss(loss)
+
+    # Keras calls one of these two when the gradients hold a NaN or an inf.
+    def _stateful_handle_non_finite_grads(self):
+        self.skipped_steps.assign_add(1)
+        if self.dynamic_loss_scale:
+            super()._stateful_handle_non_finite_grads()
+
+    def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
+        mapping = list(zip(self.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.skipped_steps.assign_add(1)
+            if self.dynamic_loss_scale:
+                self.step_counter.assign(0)
+                self.dynamic_scale.assign(ops.multiply(self.dynamic_scale, 0.5))
+        return trainable_variables, [scope.get_current_value(v) for v in self.variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config["dynamic_loss_scale"] = self.dynamic_loss_scale
+        if not self.dynamic_loss_scale:
+            config.pop("initial_scale", None)
+            config.pop("dynamic_growth_steps", None)
+        return config
+
+
+def decayed_variables(variables):
+    """The variables that get weight decay: kernels only."""
+    return [v for v in variables if v.name in DECAYED_VARIABLE_NAMES]
+
+
+def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, trainable_variables):
+    """The guarded SGD for one training stage, built (its variables exist) for the given
+    trainable variables, so a saved optimizer state can be restored into it right away.
+
+    learning_rate: peak rate; warm-up, decay and the rest come from config (LEARNING_MOMENTUM,
+    WEIGHT_DECAY, LR_SCHEDULE, LR_WARMUP_STEPS, LR_STEP_*, GRADIENT_CLIP_NORM, MIXED_PRECISION).
+    """
+    schedule = build_schedule(config, learning_rate, steps_per_epoch, total_epochs)
+    sgd = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=config.LEARNING_MOMENTUM,
+        weight_decay=config.WEIGHT_DECAY or None,
+        global_clipnorm=config.GRADIENT_CLIP_NORM or None,
+        name=INNER_NAME,
+    )
+    trainable_variables = list(trainable_variables)
+    if config.WEIGHT_DECAY:
+        decayed = {id(v) for v in decayed_variables(trainable_variables)}
+        sgd.exclude_from_weight_decay(
+            var_list=[v for v in trainable_variables if id(v) not in decayed])
+    guard = NonFiniteGuard(sgd, dynamic_loss_scale=mixed_precision_policy(config) ==
+                           "mixed_float16")
+    guard.build(trainable_variables)
+    return guard
+
+
+def mixed_precision_policy(config):
+    """The Keras dtype policy name that config.MIXED_PRECISION asks for.
+
+    False/None/"float32" -> "float32"; True or "mixed_float16" -> "mixed_float16";
+    "mixed_bfloat16" -> "mixed_bfloat16".
+    """
+    value = config.MIXED_PRECISION
+    if value in (False, None, "", "float32"):
+        return "float32"
+    if value is True or value in ("float16", "mixed_float16"):
+        return "mixed_float16"
+    if value in ("bfloat16", "mixed_bfloat16"):
+        return "mixed_bfloat16"
+    raise ValueError(f"MIXED_PRECISION must be False, True, 'mixed_float16' or 'mixed_bfloat16', "
+                     f"got {value!r}")

@@ -1,0 +1,200 @@
+"""The staged trainer: one `train()` call per stage, matterport-style, on any Keras model whose
+compiled loss is the training loss (our training model sums the six losses in compute_loss).
+
+    trainer = Trainer(model, config, model_dir="logs")
+    trainer.train(train_batches, val_batches, learning_rate=0.01, epochs=2, layers="heads")
+    trainer.train(train_batches, val_batches, learning_rate=0.001, epochs=6, layers="all")
+
+`epochs` is the epoch to train UP TO, so stages continue the count (the second call runs
+epochs 3..6). Each call selects the trainable layers, builds a fresh guarded SGD for them,
+carries over the optimizer state of the previous call (iterations, and the momenta of layers
+that stay trainable), compiles and fits. After each epoch a checkpoint (weights + optimizer
+state) is written atomically; `load_checkpoint(find_last())` and the next `train()` continue
+exactly where the run stopped: same epoch, same optimizer iteration count, same momenta.
+"""
+import os
+
+import keras
+
+from mrcnn_kp.config import LOSS_NAMES
+from mrcnn_kp.training import checkpoints, distribute
+from mrcnn_kp.training.callbacks import (Checkpointer, GracefulInterrupt, LearningRateLogger,
+                                         NonFiniteMonitor, ScalarLogger, TrainingInterrupted)
+from mrcnn_kp.training.optimizer import build_optimizer
+from mrcnn_kp.training.stages import set_trainable
+from mrcnn_kp.utils import get_logger
+
+log = get_logger("mrcnn_kp.training")
+
+
+class StepsPerEpoch(keras.utils.PyDataset):
+    """A fixed number of batches per epoch drawn from a PyDataset of any length.
+
+    Batch i of epoch e is batch (e * steps + i) mod len(source) of the source's epoch
+    (e * steps + i) // len(source): a pure function of (epoch, i), so a resumed run sees the
+    batches an uninterrupted run would have seen. A source with `set_epoch` (DataGenerator)
+    is switched to the right epoch of its own shuffling.
+
+    The epoch is set by `epoch_callback()` at each epoch's start, not by on_epoch_end: Keras
+    also calls on_epoch_end after peeking at the first batch, which would skew the count.
+    """
+
+    def __init__(self, source, steps, epoch=0):
+        super().__init__(workers=getattr(source, "workers", 1),
+                         use_multiprocessing=getattr(source, "use_multiprocessing", False),
+                         max_queue_size=getattr(source, "max_queue_size", 10))
+        if len(source) < 1:
+            raise ValueError("the training data yields no batches")
+        self.source = source
+        self.steps = int(steps)
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        position = self.epoch * self.steps + int(index)
+        source_epoch, source_index = divmod(position, len(self.source))
+        if hasattr(self.source, "set_epoch") and getattr(self.source, "epoch", None) != \
+                source_epoch:
+            self.source.set_epoch(source_epoch)
+        return self.source[source_index]
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self):
+        pass  # see epoch_callback
+
+    def epoch_callback(self):
+        return keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs=None: self.set_epoch(epoch))
+
+
+class Trainer:
+    """Trains `model` (built from `config`) in stages; keeps the run's epoch, log directory and
+    optimizer state between calls.
+
+    model_dir: parent of the run directories (`<model_dir>/<name><YYYYmmddTHHMM>/`).
+    strategy: from training.distribute.make_strategy (None: one device); the model must have
+    been built inside `distribute.scope(strategy)`.
+    """
+
+    def __init__(self, model, config, model_dir="logs", strategy=None):
+        self.model = model
+        self.config = config
+        self.model_dir = os.fspath(model_dir)
+        self.strategy = strategy
+        self.epoch = 0
+        self.layers = None
+        self.optimizer_state = None  # {optimizer variable path: array} to restore next train()
+        self.last_checkpoint = None
+        self.history = None
+        self.set_log_dir()
+
+    # ------------------------------------------------------------------ run directory
+    def set_log_dir(self, model_path=None):
+        """A new run directory, or, for a checkpoint inside a run directory, that directory and
+        the epoch after which it was written (matterport's set_log_dir)."""
+        self.epoch = 0
+        self.log_dir = os.path.join(self.model_dir, checkpoints.run_dir_name(self.config))
+        if model_path:
+            parsed = checkpoints.parse_checkpoint_path(model_path)
+            if parsed is not None:
+                self.log_dir, self.epoch = parsed
+        # matterport's pattern, for display: format(epoch=3) gives epoch 3's file
+        self.checkpoint_path = os.path.join(
+            self.log_dir, f"mask_rcnn_{self.config.NAME.lower()}_{{epoch:04d}}"
+                          f"{checkpoints.WEIGHTS_SUFFIX}")
+        return self.log_dir
+
+    def find_last(self):
+        """The last checkpoint of this config's NAME under model_dir (FileNotFoundError if none)."""
+        return checkpoints.find_last(self.model_dir, self.config.NAME)
+
+    def load_checkpoint(self, path, by_name=True, exclude=()):
+        """Load weights by layer name; for our checkpoints also the epoch, the run directory and
+        the optimizer state (restored into the optimizer of the next `train()` call).
+
+        Returns the weights loader's report.
+        """
+        path = os.fspath(path)
+        report = checkpoints.load_model_weights(self.model, path, by_name=by_name,
+                                                exclude=exclude)
+        self.set_log_dir(path)
+        self.optimizer_state = None
+        state_file = checkpoints.state_path(path)
+        if os.path.exists(state_file):
+            meta, arrays = checkpoints.load_state(state_file)
+            self.optimizer_state = arrays
+            self.epoch = int(meta.get("epoch", self.epoch))
+            log.info("resuming after epoch %d, optimizer iteration %s, from %s", self.epoch,
+                     meta.get("iterations"), path)
+        elif self.epoch:
+            log.warning("no optimizer state beside %s: momenta and the iteration count start "
+                        "from zero", path)
+        return report
+
+    # ------------------------------------------------------------------ training
+    def train(self, train_data, val_data, learning_rate, epochs, layers, custom_callbacks=None,
+              verbose=1):
+        """Train `layers` up to epoch `epochs` (matterport semantics); returns the History, or
+        None when the run is already at or past `epochs`.
+
+        train_data, val_data: keras.utils.PyDataset of training batches (val_data may be None);
+        config.STEPS_PER_EPOCH and VALIDATION_STEPS batches are drawn from them per epoch.
+        Raises TrainingInterrupted after Ctrl-C / SIGTERM, once the checkpoint is written.
+        """
+        config = self.config
+        epochs = int(epochs)
+        if epochs <= self.epoch:
+            log.info("already trained %d epochs, nothing to do for epochs=%d (layers=%r)",
+                     self.epoch, epochs, layers)
+            return None
+        self.layers = layers
+        os.makedirs(self.log_dir, exist_ok=True)
+        if not os.path.exists(os.path.join(self.log_dir, checkpoints.CONFIG_FILE)):
+            checkpoints.write_config(self.log_dir, config)
+
+        steps = int(config.STEPS_PER_EPOCH)
+        with distribute.scope(self.strategy):
+            trained = set_trainable(self.model, layers, config)
+            if not self.model.trainable_weights:
+                raise ValueError(f"layers={layers!r} selects no layer with weights")
+            optimizer = build_optimizer(config, learning_rate, steps, epochs,
+                                        self.model.trainable_weights)
+            if self.optimizer_state:
+                restored, fresh = checkpoints.restore_optimizer_state(optimizer,
+                                                                      self.optimizer_state)
+                log.info("optimizer state carried over: %d variables restored, %d fresh",
+                         len(restored), len(fresh))
+            self.model.compile(optimizer=optimizer)
+
+        log.info("stage layers=%r: epochs %d..%d, learning rate %g, %d trainable layers, "
+                 "%d trainable weights; checkpoints in %s", layers, self.epoch + 1, epochs,
+                 learning_rate, len(trained), len(self.model.trainable_weights), self.log_dir)
+
+        checkpointer = Checkpointer(self)
+        interrupt = GracefulInterrupt(checkpointer)
+        train_steps = StepsPerEpoch(train_data, steps, epoch=self.epoch)
+        callbacks = [train_steps.epoch_callback(), checkpointer, interrupt, NonFiniteMonitor(LOSS_NAMES), LearningRateLogger(),
+                     ScalarLogger(self.log_dir)]
+        callbacks += list(custom_callbacks or [])
+        val_steps = None
+        if val_data is not None:
+            val_steps = StepsPerEpoch(val_data, config.VALIDATION_STEPS)
+        start_epoch = self.epoch
+        with distribute.scope(self.strategy):
+            self.history = self.model.fit(train_steps, validation_data=val_steps,
+                                          initial_epoch=start_epoch, epochs=epochs,
+                                          callbacks=callbacks, verbose=verbose,
+                                          shuffle=False)  # order is the data's business
+        self.optimizer_state = checkpoints.optimizer_state(self.model.optimizer)
+        completed = len(self.history.epoch) if self.history is not None else 0
+        if interrupt.partial_epoch:
+            completed -= 1  # fit reports the interrupted epoch too
+        self.epoch = start_epoch + max(completed, 0)
+        self.last_checkpoint = checkpointer.last_path
+        if interrupt.signum is not None:
+            raise TrainingInterrupted(interrupt.signum, interrupt.checkpoint)
+        return self.history
