@@ -169,19 +169,22 @@ assert tuple(LOSS_FUNCTIONS) == LOSS_NAMES
 class LossLayer(keras.layers.Layer):
     """One loss of LOSS_FUNCTIONS as a layer: call it with that function's arguments, as a list.
 
-    Output: a float32 scalar. The layer is named after the loss so the training model's output
+    Output: a float32 scalar (always 0 when enabled=False). The layer is named after the loss so the training model's output
     dict and the metric names match mrcnn_kp.config.LOSS_NAMES.
     """
 
-    def __init__(self, loss_name, **kwargs):
+    def __init__(self, loss_name, enabled=True, **kwargs):
         if loss_name not in LOSS_FUNCTIONS:
             raise ValueError(f"unknown loss {loss_name!r}; choose one of {', '.join(LOSS_NAMES)}")
         kwargs.setdefault("name", loss_name)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.loss_name = loss_name
+        self.enabled = bool(enabled)
 
     def call(self, inputs):
+        if not self.enabled:  # e.g. the mask loss of a model without a mask head
+            return ops.zeros((), "float32")
         return LOSS_FUNCTIONS[self.loss_name](*inputs)
 
     def compute_output_shape(self, input_shape):
@@ -189,5 +192,5 @@ class LossLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config["loss_name"] = self.loss_name
+        config.update(loss_name=self.loss_name, enabled=self.enabled)
         return config

@@ -1,0 +1,142 @@
+"""Inference post-processing: refined, thresholded, de-duplicated detections, then their
+mask probabilities and decoded keypoints.
+
+DetectionLayer (per image, batched, static shapes; matterport's DetectionLayer in pixels):
+
+1. each ROI takes its most likely foreground class (argmax over classes 1..C-1; background is
+   skipped) and that class's probability as its score;
+2. the class-specific deltas times BBOX_STD_DEV refine the ROI, which is clipped to the image
+   window (image_meta, the part of the molded image that holds the picture);
+3. ROIs that are padding, score below DETECTION_MIN_CONFIDENCE, or have an empty box drop out;
+4. per-class greedy NMS at DETECTION_NMS_THRESHOLD keeps the best DETECTION_MAX_INSTANCES
+   in descending score order; the rest of the D slots are zero (class 0).
+
+Outputs boxes [B, D, 4] pixel (x1, y1, x2, y2), class_ids [B, D] int32, scores [B, D],
+num_detections [B] int32. The mask and keypoint heads then run on these D boxes only:
+`DetectionMasks` picks each detection's class channel of the mask logits and applies the
+sigmoid ([B, D, 28, 28]); `KeypointDecoder` turns [B, D, 56, 56, K] logits into (x, y, score)
+per joint with ops.keypoints.decode_heatmaps, for person detections (zeros elsewhere).
+"""
+import keras
+from keras import ops
+
+from mrcnn_kp.model.proposals import config_from, gather_rows
+from mrcnn_kp.ops import boxes as box_ops
+from mrcnn_kp.ops import keypoints as keypoint_ops
+
+PERSON_CLASS_ID = 1
+
+
+def window_from_meta(image_meta):
+    """image_meta [B, 12 + C] -> the picture's window as (x1, y1, x2, y2), [B, 4]."""
+    from mrcnn_kp.data.transforms import parse_image_meta
+
+    y1x1y2x2 = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
+    return ops.stack([y1x1y2x2[:, 1], y1x1y2x2[:, 0], y1x1y2x2[:, 3], y1x1y2x2[:, 2]], axis=-1)
+
+
+def class_aware_nms(boxes, scores, class_ids, iou_threshold, max_output):
+    """Greedy NMS within each class, for a batch: [B, N, 4], [B, N], [B, N] -> ([B, D], [B]).
+
+    Rows with a negative score are never kept. Boxes of different classes are moved apart by
+    an offset larger than any coordinate (torchvision's batched_nms trick), so one NMS pass
+    only ever compares boxes of the same class. Returns the kept indices, -1 padded, in
+    descending score order, and the number kept.
+    """
+    extent = ops.max(ops.abs(boxes)) + 1.0
+    shifted = boxes + (ops.cast(class_ids, "float32") * extent)[..., None]
+    keep, count = box_ops.batched_nms(shifted, scores, iou_threshold, max_output)
+    safe = ops.maximum(keep, 0)
+    kept_scores = ops.take_along_axis(scores, safe, axis=1)
+    keep = ops.where(ops.logical_and(keep >= 0, kept_scores >= 0.0), keep, -1)
+    return keep, ops.sum(ops.cast(keep >= 0, "int32"), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class DetectionLayer(keras.layers.Layer):
+    """[rois [B, N, 4], roi_valid [B, N], class_probs [B, N, C], deltas [B, N, C, 4],
+    image_meta [B, 12 + C]] -> boxes [B, D, 4], class_ids [B, D], scores [B, D],
+    num_detections [B]."""
+
+    def __init__(self, config, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.config = config_from(config)
+        self.max_detections = int(self.config.DETECTION_MAX_INSTANCES)
+
+    def call(self, rois, roi_valid, class_probs, deltas, image_meta):
+        config = self.config
+        foreground = class_probs[:, :, 1:]  # [B, N, C-1]
+        class_ids = ops.cast(ops.argmax(foreground, axis=-1), "int32") + 1  # [B, N]
+        scores = ops.max(foreground, axis=-1)  # [B, N]
+        index = ops.broadcast_to(class_ids[:, :, None, None], ops.shape(deltas)[:2] + (1, 4))
+        class_deltas = ops.take_along_axis(deltas, index, axis=2)[:, :, 0]  # [B, N, 4]
+        boxes = box_ops.decode_deltas(class_deltas, rois, config.BBOX_STD_DEV)  # [B, N, 4]
+        boxes = box_ops.clip_boxes(boxes, window_from_meta(image_meta)[:, None, :])
+
+        keep = ops.logical_and(ops.cast(roi_valid, "bool"),
+                               scores >= config.DETECTION_MIN_CONFIDENCE)
+        keep = ops.logical_and(keep, box_ops.box_area(boxes) > 0.0)
+        ranked = ops.where(keep, scores, -1.0)  # dropped rows never survive NMS
+        kept, count = class_aware_nms(boxes, ranked, class_ids, config.DETECTION_NMS_THRESHOLD,
+                                      self.max_detections)  # [B, D], [B]
+        valid = kept >= 0
+        safe = ops.maximum(kept, 0)
+        out_boxes = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)
+        out_classes = ops.where(valid, ops.take_along_axis(class_ids, safe, axis=1), 0)
+        out_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
+        return out_boxes, out_classes, out_scores, count
+
+    def compute_output_spec(self, rois, roi_valid, class_probs, deltas, image_meta):
+        b, d = rois.shape[0], self.max_detections
+        return (keras.KerasTensor((b, d, 4), "float32"), keras.KerasTensor((b, d), "int32"),
+                keras.KerasTensor((b, d), "float32"), keras.KerasTensor((b,), "int32"))
+
+    def get_config(self):
+        base = super().get_config()
+        base["config"] = self.config.to_dict()
+        return base
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class DetectionMasks(keras.layers.Layer):
+    """[mask_logits [B, D, h, w, C], class_ids [B, D]] -> probabilities [B, D, h, w] of each
+    detection's class (0 for empty slots)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, mask_logits, class_ids):
+        class_ids = ops.cast(class_ids, "int32")
+        shape = ops.shape(mask_logits)
+        index = ops.broadcast_to(class_ids[:, :, None, None, None], tuple(shape[:4]) + (1,))
+        logits = ops.take_along_axis(mask_logits, index, axis=4)[..., 0]  # [B, D, h, w]
+        return ops.where(class_ids[:, :, None, None] > 0, ops.sigmoid(logits), 0.0)
+
+    def compute_output_shape(self, mask_logits_shape, class_ids_shape):
+        return tuple(mask_logits_shape[:4])
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class KeypointDecoder(keras.layers.Layer):
+    """[keypoint_logits [B, D, S, S, K], boxes [B, D, 4], class_ids [B, D]] -> [B, D, K, 3]
+    (x, y, score) in molded pixels; zeros for slots that are not person detections."""
+
+    def __init__(self, person_class_id=PERSON_CLASS_ID, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.person_class_id = int(person_class_id)
+
+    def call(self, keypoint_logits, boxes, class_ids):
+        keypoints = keypoint_ops.decode_heatmaps(keypoint_logits, boxes)  # [B, D, K, 3]
+        person = ops.equal(ops.cast(class_ids, "int32"), self.person_class_id)
+        return ops.where(person[:, :, None, None], keypoints, 0.0)
+
+    def compute_output_shape(self, keypoint_logits_shape, boxes_shape, class_ids_shape):
+        return tuple(keypoint_logits_shape[:2]) + (keypoint_logits_shape[-1], 3)
+
+    def get_config(self):
+        base = super().get_config()
+        base["person_class_id"] = self.person_class_id
+        return base

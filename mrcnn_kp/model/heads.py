@@ -1,0 +1,248 @@
+"""ROI heads: box (class + per-class deltas), mask and keypoint, on pyramid ROIAlign features.
+
+Every head takes ROIs as a batch of padded lists, [B, N, 4] pixel (x1, y1, x2, y2) boxes, pools
+them from P2..P5 with `PyramidRoiAlign` to [B, N, h, w, C], folds the ROI axis into the batch
+(`MergeRoiAxis`: [B * N, h, w, C]), runs plain Keras layers and unfolds (`SplitRoiAxis`). The
+weighted layers are top-level and carry matterport's names, so mask_rcnn_coco.h5 (whose
+TimeDistributed wrappers hold the same inner weight shapes) loads by name:
+
+    box head       mrcnn_class_conv1 (7x7 valid = conv-as-FC, FPN_CLASSIF_FC_LAYERS_SIZE),
+                   mrcnn_class_bn1, relu, mrcnn_class_conv2 (1x1), mrcnn_class_bn2, relu,
+                   mrcnn_class_logits (Dense NUM_CLASSES), mrcnn_bbox_fc (Dense NUM_CLASSES * 4)
+    mask head      4 x (mrcnn_mask_conv{i} 3x3 MASK_HEAD_CHANNELS, mrcnn_mask_bn{i}, relu),
+                   mrcnn_mask_deconv (2x2 stride 2, relu) -> 28, mrcnn_mask (1x1, NUM_CLASSES)
+    keypoint head  "deconv4" (published): KEYPOINT_HEAD_NUM_CONVS x (mrcnn_keypoint_conv{i} 3x3
+                   KEYPOINT_HEAD_CONV_CHANNELS, relu), mrcnn_keypoint_deconv (4x4 stride 2
+                   "same", NUM_KEYPOINTS) -> 28, bilinear x2 -> 56
+                   "humanpose" (Mask_RCNN_Humanpose): 8 x (mrcnn_keypoint_mask_conv{i} 3x3 512,
+                   mrcnn_keypoint_mask_bn{i}, relu), mrcnn_keypoint_mask_deconv (2x2 stride 2,
+                   NUM_KEYPOINTS) -> 28, bilinear -> 56
+
+`mrcnn_mask` and the keypoint head output logits (matterport's `mrcnn_mask` has the sigmoid
+built in; the weights are the same, and the losses are computed stably from logits). The heads
+are small builder objects: constructing one makes its layers once, calling it wires them into a
+graph, so the training and the inference graphs share the very same weights.
+"""
+import keras
+from keras import layers, ops
+
+from mrcnn_kp.model.backbone import batch_norm
+from mrcnn_kp.ops import roi_align as roi_align_ops
+
+HUMANPOSE_NUM_CONVS = 8
+HUMANPOSE_CONV_CHANNELS = 512
+
+
+# ------------------------------------------------------------------------------------ layers
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class PyramidRoiAlign(keras.layers.Layer):
+    """Pool [B, N, 4] pixel boxes from [P2, P3, P4, P5] -> [B, N, size, size, C].
+
+    Each box is read from the pyramid level picked by its size (DESIGN.md's level rule) with
+    ops.roi_align.pyramid_roi_align: true ROIAlign (sampling_ratio points per bin, aligned
+    half-pixel shift) or matterport's crop_and_resize, per `mode`.
+    """
+
+    def __init__(self, pool_size, image_shape, sampling_ratio=2, aligned=True,
+                 mode="roi_align", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.mode = mode
+
+    def call(self, boxes, feature_maps):
+        return roi_align_ops.pyramid_roi_align(
+            list(feature_maps), boxes, output_size=self.pool_size, image_shape=self.image_shape,
+            sampling_ratio=self.sampling_ratio, aligned=self.aligned, mode=self.mode)
+
+    def compute_output_shape(self, boxes_shape, feature_maps_shape):
+        channels = feature_maps_shape[0][-1]
+        return tuple(boxes_shape[:2]) + (self.pool_size, self.pool_size, channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, image_shape=self.image_shape,
+                      sampling_ratio=self.sampling_ratio, aligned=self.aligned, mode=self.mode)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class MergeRoiAxis(keras.layers.Layer):
+    """[B, N, ...] -> [B * N, ...]: lets plain Keras layers run on every ROI at once."""
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1,) + tuple(shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        b, n = input_shape[:2]
+        merged = None if b is None or n is None else b * n
+        return (merged,) + tuple(input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class SplitRoiAxis(keras.layers.Layer):
+    """[B * N, ...] -> [B, N, ...] for a static number of ROIs per image N."""
+
+    def __init__(self, num_rois, **kwargs):
+        super().__init__(**kwargs)
+        self.num_rois = int(num_rois)
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1, self.num_rois) + tuple(shape[1:]))
+
+    def compute_output_shape(self, input_shape):
+        merged = input_shape[0]
+        b = None if merged is None else merged // self.num_rois
+        return (b, self.num_rois) + tuple(input_shape[1:])
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_rois"] = self.num_rois
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class FirstRois(keras.layers.Layer):
+    """[B, N, ...] -> [B, count, ...]: the first `count` ROI slots (e.g. the positive ones)."""
+
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.count = int(count)
+
+    def call(self, inputs):
+        return inputs[:, :self.count]
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((inputs.shape[0], self.count) + tuple(inputs.shape[2:]),
+                                 inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["count"] = self.count
+        return config
+
+
+def _static_num_rois(tensor):
+    num_rois = tensor.shape[1]
+    if num_rois is None:
+        raise ValueError(f"heads need a static number of ROIs per image, got shape {tensor.shape}")
+    return int(num_rois)
+
+
+def _roi_align(config, pool_size, name):
+    return PyramidRoiAlign(pool_size, config.IMAGE_SHAPE, config.ROI_ALIGN_SAMPLING_RATIO,
+                           config.ROI_ALIGN_ALIGNED, config.ROI_ALIGN_MODE, name=name)
+
+
+# ------------------------------------------------------------------------------------ box head
+class BoxHead:
+    """ROIs -> (class logits [B, N, NUM_CLASSES], class probs, deltas [B, N, NUM_CLASSES, 4])."""
+
+    def __init__(self, config):
+        self.config = config
+        size = config.FPN_CLASSIF_FC_LAYERS_SIZE
+        self.conv1 = layers.Conv2D(size, config.POOL_SIZE, padding="valid",
+                                   name="mrcnn_class_conv1")
+        self.bn1 = batch_norm(config, "mrcnn_class_bn1")
+        self.conv2 = layers.Conv2D(size, 1, name="mrcnn_class_conv2")
+        self.bn2 = batch_norm(config, "mrcnn_class_bn2")
+        self.class_logits = layers.Dense(config.NUM_CLASSES, name="mrcnn_class_logits")
+        self.bbox_fc = layers.Dense(config.NUM_CLASSES * 4, name="mrcnn_bbox_fc")
+
+    def __call__(self, rois, feature_maps, prefix=""):
+        """rois [B, N, 4], feature_maps [P2..P5]; `prefix` names this call's weightless layers."""
+        config = self.config
+        num_rois = _static_num_rois(rois)
+        x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier")(
+            rois, feature_maps)  # [B, N, 7, 7, C]
+        x = MergeRoiAxis(name=prefix + "mrcnn_class_merge")(x)  # [B*N, 7, 7, C]
+        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu1")(self.bn1(self.conv1(x)))
+        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu2")(self.bn2(self.conv2(x)))
+        shared = layers.Reshape((config.FPN_CLASSIF_FC_LAYERS_SIZE,),
+                                name=prefix + "pool_squeeze")(x)  # [B*N, FC]
+        logits = SplitRoiAxis(num_rois, name=prefix + "mrcnn_class_logits_split")(
+            self.class_logits(shared))  # [B, N, NUM_CLASSES]
+        probs = layers.Softmax(name=prefix + "mrcnn_class", dtype="float32")(logits)
+        deltas = layers.Reshape((config.NUM_CLASSES, 4), name=prefix + "mrcnn_bbox_reshape")(
+            self.bbox_fc(shared))  # [B*N, NUM_CLASSES, 4]
+        deltas = SplitRoiAxis(num_rois, name=prefix + "mrcnn_bbox")(deltas)  # [B, N, C, 4]
+        return logits, probs, deltas
+
+
+# ------------------------------------------------------------------------------------ mask head
+class MaskHead:
+    """ROIs -> mask logits [B, N, 28, 28, NUM_CLASSES] (sigmoid gives the probabilities)."""
+
+    def __init__(self, config):
+        self.config = config
+        channels = config.MASK_HEAD_CHANNELS
+        self.convs = [layers.Conv2D(channels, 3, padding="same", name=f"mrcnn_mask_conv{i}")
+                      for i in range(1, 5)]
+        self.bns = [batch_norm(config, f"mrcnn_mask_bn{i}") for i in range(1, 5)]
+        self.deconv = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
+                                             name="mrcnn_mask_deconv")
+        self.mask = layers.Conv2D(config.NUM_CLASSES, 1, name="mrcnn_mask")
+
+    def __call__(self, rois, feature_maps, prefix=""):
+        config = self.config
+        num_rois = _static_num_rois(rois)
+        x = _roi_align(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask")(
+            rois, feature_maps)  # [B, N, 14, 14, C]
+        x = MergeRoiAxis(name=prefix + "mrcnn_mask_merge")(x)  # [B*N, 14, 14, C]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+            x = layers.Activation("relu", name=f"{prefix}mrcnn_mask_relu{i}")(bn(conv(x)))
+        x = self.mask(self.deconv(x))  # [B*N, 28, 28, NUM_CLASSES]
+        return SplitRoiAxis(num_rois, name=prefix + "mrcnn_mask_split")(x)
+
+
+# ------------------------------------------------------------------------------------ keypoints
+class KeypointHead:
+    """ROIs -> keypoint logits [B, N, 56, 56, NUM_KEYPOINTS], channels last."""
+
+    def __init__(self, config):
+        self.config = config
+        self.variant = config.KEYPOINT_HEAD
+        k = config.NUM_KEYPOINTS
+        if self.variant == "deconv4":
+            channels = config.KEYPOINT_HEAD_CONV_CHANNELS
+            self.convs = [layers.Conv2D(channels, 3, padding="same", activation="relu",
+                                        name=f"mrcnn_keypoint_conv{i}")
+                          for i in range(1, config.KEYPOINT_HEAD_NUM_CONVS + 1)]
+            self.bns = [None] * len(self.convs)
+            self.deconv = layers.Conv2DTranspose(k, 4, strides=2, padding="same",
+                                                 name="mrcnn_keypoint_deconv")
+        elif self.variant == "humanpose":
+            self.convs = [layers.Conv2D(HUMANPOSE_CONV_CHANNELS, 3, padding="same",
+                                        name=f"mrcnn_keypoint_mask_conv{i}")
+                          for i in range(1, HUMANPOSE_NUM_CONVS + 1)]
+            self.bns = [batch_norm(config, f"mrcnn_keypoint_mask_bn{i}")
+                        for i in range(1, HUMANPOSE_NUM_CONVS + 1)]
+            self.deconv = layers.Conv2DTranspose(k, 2, strides=2,
+                                                 name="mrcnn_keypoint_mask_deconv")
+        else:
+            raise ValueError(f"unknown KEYPOINT_HEAD {self.variant!r}")
+
+    def __call__(self, rois, feature_maps, prefix=""):
+        config = self.config
+        num_rois = _static_num_rois(rois)
+        x = _roi_align(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint")(
+            rois, feature_maps)  # [B, N, 14, 14, C]
+        x = MergeRoiAxis(name=prefix + "mrcnn_keypoint_merge")(x)  # [B*N, 14, 14, C]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+            x = conv(x)
+            if bn is not None:
+                x = layers.Activation("relu", name=f"{prefix}mrcnn_keypoint_relu{i}")(bn(x))
+        x = self.deconv(x)  # [B*N, 28, 28, K]
+        x = layers.UpSampling2D(2, interpolation="bilinear",
+                                name=prefix + "mrcnn_keypoint_upsample")(x)  # [B*N, 56, 56, K]
+        return SplitRoiAxis(num_rois, name=prefix + "mrcnn_keypoint_split")(x)
+
+
+def build_heads(config):
+    """The head builders of config: (box, mask or None, keypoint)."""
+    mask = MaskHead(config) if config.USE_MASK_HEAD else None
+    return BoxHead(config), mask, KeypointHead(config)

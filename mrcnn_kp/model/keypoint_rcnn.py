@@ -1,0 +1,259 @@
+"""The Keypoint Mask R-CNN models: one set of layers, a training graph and an inference graph.
+
+    image [B, S, S, 3] raw 0..255 -> normalize_image -> backbone C2..C5 -> FPN P2..P6 -> RPN
+      training:  ProposalLayer (POST_NMS_ROIS_TRAINING) -> DetectionTargetLayer (sampled ROIs
+                 and targets) -> box head on R ROIs, mask and keypoint heads on the positive
+                 slots -> the six losses of mrcnn_kp.config.LOSS_NAMES
+      inference: ProposalLayer (POST_NMS_ROIS_INFERENCE) -> box head -> DetectionLayer (D boxes)
+                 -> mask and keypoint heads on the D boxes -> masks, decoded keypoints
+
+`build_models(config)` builds both graphs from the same layer objects (the backbone, FPN and RPN
+are even the same graph nodes), so they share every weight; `build_training_model(config)` and
+`build_inference_model(config)` build one of them. Inputs and outputs follow
+docs/ARCHITECTURE.md. Weights move between separately built models by layer name
+(mrcnn_kp.weights), and every layer name follows ../shared/DESIGN.md.
+
+The training model is a `KeypointRCNNTrainingModel`: `compile(optimizer)` (no loss argument)
+then `fit(batches)` where each batch is the input dict; its `compute_loss` is the sum of
+LOSS_WEIGHTS[name] * loss (+ any layer regularisation losses), and each loss is a metric of the
+same name, on the TensorFlow and the JAX backends.
+"""
+import collections
+
+import keras
+from keras import layers, ops
+
+from mrcnn_kp.config import LOSS_NAMES
+from mrcnn_kp.losses import LossLayer
+from mrcnn_kp.model.backbone import build_backbone
+from mrcnn_kp.model.detection import DetectionLayer, DetectionMasks, KeypointDecoder
+from mrcnn_kp.model.fpn import build_fpn
+from mrcnn_kp.model.heads import FirstRois, build_heads
+from mrcnn_kp.model.proposals import ProposalLayer
+from mrcnn_kp.model.roi_targets import DetectionTargetLayer, keypoint_slots, positive_slots
+from mrcnn_kp.model.rpn import build_rpn
+
+INFERENCE_OUTPUTS = ("boxes", "class_ids", "scores", "masks", "keypoints", "num_detections")
+
+Models = collections.namedtuple("Models", ["training", "inference"])
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class NormalizeImage(keras.layers.Layer):
+    """Raw 0..255 RGB [B, S, S, 3] -> (x - MEAN_PIXEL) / PIXEL_STD, so exported models take
+    plain images (padding 0 becomes -MEAN / STD, as in matterport)."""
+
+    def __init__(self, mean, std, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+
+    def call(self, images):
+        mean = ops.convert_to_tensor(self.mean, self.compute_dtype)
+        std = ops.convert_to_tensor(self.std, self.compute_dtype)
+        return (ops.cast(images, self.compute_dtype) - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=self.mean, std=self.std)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class TargetStats(keras.layers.Layer):
+    """Diagnostics: mean positive ROIs and mean trained joints per image, float32 scalars."""
+
+    def call(self, target_class_ids, keypoint_weights):
+        positives = ops.sum(ops.cast(ops.greater(target_class_ids, 0), "float32"), axis=1)
+        joints = ops.sum(ops.cast(keypoint_weights, "float32"), axis=(1, 2))
+        return ops.mean(positives), ops.mean(joints)
+
+    def compute_output_spec(self, target_class_ids, keypoint_weights):
+        return keras.KerasTensor((), "float32"), keras.KerasTensor((), "float32")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class KeypointRCNNTrainingModel(keras.Model):
+    """Functional training model whose outputs are the losses; see the module docstring.
+
+    loss_weights: {loss name: weight} (config.LOSS_WEIGHTS).
+    """
+
+    def __init__(self, *args, loss_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        weights = dict(loss_weights or {name: 1.0 for name in LOSS_NAMES})
+        missing = set(LOSS_NAMES) - set(weights)
+        if missing:
+            raise ValueError(f"loss_weights lacks {', '.join(sorted(missing))}")
+        self.loss_weights = {name: float(weights[name]) for name in LOSS_NAMES}
+        self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = ops.zeros((), "float32")
+        for name in LOSS_NAMES:
+            if self.loss_weights[name]:
+                total = total + self.loss_weights[name] * ops.cast(y_pred[name], "float32")
+        for extra in self.losses:  # e.g. kernel regularisers
+            total = total + ops.cast(ops.sum(extra), "float32")
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        for tracker in self.loss_trackers:
+            tracker.update_state(y_pred[tracker.name])
+        return self.get_metrics_result()
+
+    @property
+    def metrics(self):
+        own = [m for m in super().metrics if all(m is not t for t in self.loss_trackers)]
+        return own + list(self.loss_trackers)
+
+    def get_config(self):
+        config = super().get_config()
+        config["loss_weights"] = dict(self.loss_weights)
+        return config
+
+
+# ------------------------------------------------------------------------------ inputs
+def build_inputs(config):
+    """The training batch dict of docs/ARCHITECTURE.md as keras.Input tensors (names = keys)."""
+    s = config.IMAGE_SHAPE[0]
+    g, k = config.MAX_GT_INSTANCES, config.NUM_KEYPOINTS
+    mask_side = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (s, s)
+    specs = {
+        "input_image": (tuple(config.IMAGE_SHAPE), "float32"),
+        "input_image_meta": ((config.IMAGE_META_SIZE,), "float32"),
+        "input_rpn_match": ((config.NUM_ANCHORS,), "int32"),
+        "input_rpn_bbox": ((config.NUM_ANCHORS, 4), "float32"),
+        "input_gt_class_ids": ((g,), "int32"),
+        "input_gt_boxes": ((g, 4), "float32"),
+        "input_gt_masks": ((g,) + mask_side, "float32"),
+        "input_gt_keypoints": ((g, k, 3), "float32"),
+    }
+    return {name: keras.Input(shape=shape, dtype=dtype, name=name)
+            for name, (shape, dtype) in specs.items()}
+
+
+# ------------------------------------------------------------------------------ graphs
+def _training_outputs(config, inputs, trunk, heads):
+    box_head, mask_head, keypoint_head = heads
+    feature_maps = trunk["pyramid"][:4]  # P2..P5
+    rpn_rois, _, rpn_valid = ProposalLayer(config, config.POST_NMS_ROIS_TRAINING, name="ROI")(
+        trunk["rpn_probs"], trunk["rpn_bbox"])  # [B, N, 4], [B, N]
+    (rois, roi_valid, target_class_ids, target_deltas, target_masks, target_keypoints,
+     keypoint_weights) = DetectionTargetLayer(config, name="roi_targets")(
+        rpn_rois, rpn_valid, inputs["input_gt_class_ids"], inputs["input_gt_boxes"],
+        inputs["input_gt_masks"], inputs["input_gt_keypoints"])
+    class_logits, _, bbox_deltas = box_head(rois, feature_maps)  # [B, R, C], [B, R, C, 4]
+
+    positive_rois = FirstRois(positive_slots(config), name="positive_rois")(rois)  # [B, P, 4]
+    positive_ids = FirstRois(positive_slots(config), name="positive_class_ids")(target_class_ids)
+    if mask_head is not None:
+        mask_logits = mask_head(positive_rois, feature_maps)  # [B, P, 28, 28, C]
+        mask_loss = LossLayer("mrcnn_mask_loss")([target_masks, positive_ids, mask_logits])
+    else:
+        mask_loss = LossLayer("mrcnn_mask_loss", enabled=False)([positive_ids])
+    keypoint_rois = FirstRois(keypoint_slots(config), name="keypoint_rois")(rois)  # [B, Pk, 4]
+    keypoint_logits = keypoint_head(keypoint_rois, feature_maps)  # [B, Pk, 56, 56, K]
+
+    positive_rois_per_image, joints_per_image = TargetStats(name="target_stats")(
+        target_class_ids, keypoint_weights)
+    return {
+        "rpn_class_loss": LossLayer("rpn_class_loss")(
+            [inputs["input_rpn_match"], trunk["rpn_class_logits"]]),
+        "rpn_bbox_loss": LossLayer("rpn_bbox_loss")(
+            [inputs["input_rpn_bbox"], inputs["input_rpn_match"], trunk["rpn_bbox"]]),
+        "mrcnn_class_loss": LossLayer("mrcnn_class_loss")(
+            [target_class_ids, class_logits, roi_valid]),
+        "mrcnn_bbox_loss": LossLayer("mrcnn_bbox_loss")(
+            [target_deltas, target_class_ids, bbox_deltas]),
+        "mrcnn_mask_loss": mask_loss,
+        "keypoint_loss": LossLayer("keypoint_loss")(
+            [target_keypoints, keypoint_weights, keypoint_logits]),
+        "positive_rois": positive_rois_per_image,
+        "trained_joints": joints_per_image,
+    }
+
+
+def _inference_outputs(config, inputs, trunk, heads, debug):
+    box_head, mask_head, keypoint_head = heads
+    feature_maps = trunk["pyramid"][:4]
+    rpn_rois, rpn_scores, rpn_valid = ProposalLayer(
+        config, config.POST_NMS_ROIS_INFERENCE, name="ROI")(trunk["rpn_probs"], trunk["rpn_bbox"])
+    _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps)
+    boxes, class_ids, scores, num_detections = DetectionLayer(config, name="mrcnn_detection")(
+        rpn_rois, rpn_valid, class_probs, bbox_deltas, inputs["input_image_meta"])
+    keypoint_logits = keypoint_head(boxes, feature_maps)  # [B, D, 56, 56, K]
+    outputs = {
+        "boxes": boxes,  # [B, D, 4]
+        "class_ids": class_ids,  # [B, D]
+        "scores": scores,  # [B, D]
+        "keypoints": KeypointDecoder(name="mrcnn_keypoints")(
+            keypoint_logits, boxes, class_ids),  # [B, D, K, 3]
+        "num_detections": num_detections,  # [B]
+    }
+    if mask_head is not None:
+        outputs["masks"] = DetectionMasks(name="mrcnn_masks")(
+            mask_head(boxes, feature_maps), class_ids)  # [B, D, 28, 28]
+    if debug:
+        outputs.update({
+            "rpn_class_logits": trunk["rpn_class_logits"], "rpn_probs": trunk["rpn_probs"],
+            "rpn_bbox": trunk["rpn_bbox"], "rpn_rois": rpn_rois, "rpn_scores": rpn_scores,
+            "rpn_valid": rpn_valid, "mrcnn_class": class_probs, "mrcnn_bbox": bbox_deltas,
+            "keypoint_logits": keypoint_logits,
+        })
+        outputs.update({f"P{level}": p for level, p in zip(range(2, 7), trunk["pyramid"])})
+    return {name: outputs[name] for name in sorted(outputs, key=_output_order)}
+
+
+def _output_order(name):
+    return (INFERENCE_OUTPUTS.index(name), "") if name in INFERENCE_OUTPUTS else (99, name)
+
+
+def build_trunk(image, config):
+    """image [B, S, S, 3] raw -> {"pyramid": [P2..P6], "rpn_class_logits", "rpn_probs",
+    "rpn_bbox"}: the part both graphs share."""
+    normalized = NormalizeImage(config.MEAN_PIXEL, config.PIXEL_STD,
+                                name="normalize_image")(image)
+    pyramid = build_fpn(build_backbone(normalized, config), config)
+    rpn_class_logits, rpn_probs, rpn_bbox = build_rpn(pyramid, config)
+    return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,
+            "rpn_bbox": rpn_bbox}
+
+
+def build_models(config, training=True, inference=True, debug=False):
+    """Models(training, inference) built from one set of layers (either may be None).
+
+    debug: the inference model also outputs the RPN tensors, the proposals (rpn_rois,
+    rpn_scores, rpn_valid), the box head outputs on them and the pyramid P2..P6, for the
+    inspect_model notebook.
+    """
+    inputs = build_inputs(config)
+    trunk = build_trunk(inputs["input_image"], config)
+    heads = build_heads(config)
+    training_model = inference_model = None
+    if training:
+        training_model = KeypointRCNNTrainingModel(
+            inputs=inputs, outputs=_training_outputs(config, inputs, trunk, heads),
+            loss_weights=config.LOSS_WEIGHTS, name=f"{config.NAME}_training")
+    if inference:
+        inference_inputs = {name: inputs[name] for name in ("input_image", "input_image_meta")}
+        inference_model = keras.Model(
+            inputs=inference_inputs,
+            outputs=_inference_outputs(config, inputs, trunk, heads, debug),
+            name=f"{config.NAME}_inference")
+    return Models(training_model, inference_model)
+
+
+def build_training_model(config):
+    """The training model (inputs: the batch dict; outputs: the six losses + diagnostics)."""
+    return build_models(config, inference=False).training
+
+
+def build_inference_model(config, debug=False):
+    """The inference model ({input_image, input_image_meta} -> boxes, class_ids, scores,
+    masks, keypoints, num_detections; more with debug=True)."""
+    return build_models(config, training=False, debug=debug).inference

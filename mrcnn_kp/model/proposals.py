@@ -1,0 +1,92 @@
+"""ProposalLayer: RPN scores and deltas -> at most N non-overlapping ROIs per image, padded.
+
+Per image, all in one batched graph with static shapes (matterport's ProposalLayer, in pixels):
+
+1. keep the PRE_NMS_LIMIT anchors with the highest foreground probability (top-k, sorted);
+2. apply their deltas times RPN_BBOX_STD_DEV to the anchors and clip to the image;
+3. greedy NMS at RPN_NMS_THRESHOLD keeps up to N boxes in descending score order
+   (N = POST_NMS_ROIS_TRAINING or POST_NMS_ROIS_INFERENCE);
+4. zero-pad to N rows, with a validity flag per row.
+
+Outputs: rois [B, N, 4] pixel (x1, y1, x2, y2), scores [B, N] (foreground probability, 0 in
+padding), valid [B, N] bool. Proposals are treated as constants (stop_gradient), as in
+matterport and torchvision: the heads learn from them, they do not backpropagate into the RPN.
+
+`gather_rows` (rows of a [B, N, ...] tensor picked per image) is shared with the target and
+detection layers.
+"""
+import keras
+from keras import ops
+
+from mrcnn_kp.config import Config
+from mrcnn_kp.ops import anchors as anchor_ops
+from mrcnn_kp.ops import boxes as box_ops
+
+
+def gather_rows(values, indices):
+    """values [B, N, ...], indices [B, M] int in [0, N) -> [B, M, ...] (values[b, indices[b]])."""
+    indices = ops.cast(indices, "int32")
+    shape = ops.shape(values)
+    batch, rows = shape[0], shape[1]
+    offsets = ops.arange(batch, dtype="int32")[:, None] * rows  # [B, 1]
+    flat = ops.reshape(values, (-1,) + tuple(shape[2:]))  # [B*N, ...]
+    picked = ops.take(flat, ops.reshape(indices + offsets, (-1,)), axis=0)  # [B*M, ...]
+    return ops.reshape(picked, (batch, ops.shape(indices)[1]) + tuple(shape[2:]))
+
+
+def config_from(value):
+    """A Config from a Config or from its to_dict() (how layers get it back from get_config)."""
+    return value if isinstance(value, Config) else Config.from_dict(value)
+
+
+def image_window(config):
+    """The whole molded image as an (x1, y1, x2, y2) clip window, float32 [4]."""
+    height, width = config.IMAGE_SHAPE[:2]
+    return ops.convert_to_tensor([0.0, 0.0, float(width), float(height)], "float32")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class ProposalLayer(keras.layers.Layer):
+    """[rpn_probs [B, A, 2], rpn_bbox [B, A, 4]] -> rois [B, N, 4], scores [B, N], valid [B, N].
+
+    proposal_count: N (POST_NMS_ROIS_TRAINING or _INFERENCE). The anchors come from `config`
+    (ops.anchors.generate_pyramid_anchors), in the RPN's row order.
+    """
+
+    def __init__(self, config, proposal_count, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.config = config_from(config)
+        self.proposal_count = int(proposal_count)
+        self.anchors = anchor_ops.generate_pyramid_anchors(self.config)  # [A, 4] numpy
+        self.pre_nms_limit = min(int(self.config.PRE_NMS_LIMIT), len(self.anchors))
+        if self.proposal_count > self.pre_nms_limit:
+            raise ValueError(f"proposal_count {self.proposal_count} exceeds the "
+                             f"{self.pre_nms_limit} boxes kept before NMS")
+
+    def call(self, rpn_probs, rpn_bbox):
+        config = self.config
+        scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
+        scores, order = ops.top_k(scores, self.pre_nms_limit, sorted=True)  # [B, K]
+        deltas = gather_rows(rpn_bbox, order)  # [B, K, 4]
+        anchors = ops.take(ops.convert_to_tensor(self.anchors), order, axis=0)  # [B, K, 4]
+        boxes = box_ops.decode_deltas(deltas, anchors, config.RPN_BBOX_STD_DEV)  # [B, K, 4]
+        boxes = box_ops.clip_boxes(boxes, image_window(config))
+        keep, _ = box_ops.batched_nms(boxes, scores, config.RPN_NMS_THRESHOLD,
+                                      self.proposal_count)  # [B, N], -1 padded
+        valid = ops.greater_equal(keep, 0)  # [B, N]
+        safe = ops.maximum(keep, 0)
+        rois = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
+        roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)  # [B, N]
+        return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
+
+    def compute_output_spec(self, rpn_probs, rpn_bbox):
+        batch, n = rpn_probs.shape[0], self.proposal_count
+        return (keras.KerasTensor((batch, n, 4), "float32"),
+                keras.KerasTensor((batch, n), "float32"),
+                keras.KerasTensor((batch, n), "bool"))
+
+    def get_config(self):
+        base = super().get_config()
+        base.update(config=self.config.to_dict(), proposal_count=self.proposal_count)
+        return base
