@@ -49,3 +49,13 @@ def test_truncated_and_foreign_files(tmp_path):
     text.write_bytes(b"just some text, not a torch file\n" * 4)
     with pytest.raises(pickle.UnpicklingError):
         read_state_dict(text)
+
+
+def test_matches_torch_load_weights_only():
+    torch = pytest.importorskip("torch", reason="torch comes with the test extra")
+    path = _lite0_path()
+    ours = read_state_dict(path)
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    assert list(ours) == list(theirs)
+    for name, tensor in theirs.items():
+        np.testing.assert_array_equal(ours[name], tensor.numpy(), err_msg=name)
