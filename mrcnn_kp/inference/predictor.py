@@ -74,10 +74,13 @@ def to_rgb_uint8(image):
 def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
     """Read an image file as uint8 RGB [H, W, 3], or raise ImageReadError saying why not.
 
-    Pixels are used as stored (no EXIF rotation), like COCO's annotations. Files over
+    Pixels are used as stored (no EXIF rotation), like COCO's annotations, and converted as
+    the data pipeline converts them (mrcnn_kp.data.dataset.to_rgb_uint8). Files over
     max_pixels are refused before their pixels are decoded.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from mrcnn_kp.data import dataset
 
     path = Path(path)
     if not path.is_file():
@@ -93,10 +96,7 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
                         f"the limit of {max_pixels:,} pixels; downscale it or raise "
                         f"--max-pixels")
                 img.load()
-                if img.mode in ("RGB", "L", "RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1"):
-                    array = np.asarray(img.convert("RGB"))
-                else:  # 16-bit and float modes: scale rather than clip
-                    array = to_rgb_uint8(np.asarray(img))
+                array, _ = dataset.to_rgb_uint8(img)  # the data pipeline's conversion
     except ImageReadError:
         raise
     except UnidentifiedImageError:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from PIL import Image
 
 from mrcnn_kp.config import TinyConfig
 from mrcnn_kp.inference import predictor as predictor_lib
@@ -213,8 +214,6 @@ def test_paste_mask_counts_pixel_centres_inside_a_fractional_box():
 
 
 def test_read_image_messages(tmp_path):
-    from PIL import Image
-
     good = tmp_path / "good.png"
     Image.fromarray(np.full((20, 30, 4), 200, np.uint8)).save(good)
     assert read_image(good).shape == (20, 30, 3)
@@ -234,3 +233,62 @@ def test_read_image_messages(tmp_path):
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.jpg")
     assert predictor_lib.DEFAULT_MAX_PIXELS >= 40_000_000
+
+
+class EchoMoldedTruth:
+    """Stand-in model whose outputs are the known people of one image, molded by the data
+    pipeline's forward transforms (transforms.resize_boxes / resize_keypoints), with the
+    instance masks cropped to their boxes as 28x28 probabilities."""
+
+    def __init__(self, config, boxes, keypoints, masks):
+        self.config, self.boxes, self.keypoints, self.masks = config, boxes, keypoints, masks
+
+    def predict_on_batch(self, inputs):
+        from mrcnn_kp.data import transforms
+
+        meta = transforms.parse_image_meta(inputs["input_image_meta"][0])
+        (top, left), scale = meta["window"][:2], float(meta["scale"])
+        padding = [(int(top), 0), (int(left), 0), (0, 0)]
+        b, d, n = self.config.BATCH_SIZE, self.config.DETECTION_MAX_INSTANCES, len(self.boxes)
+        out = {"boxes": np.zeros((b, d, 4), np.float32), "class_ids": np.zeros((b, d), np.int32),
+               "scores": np.zeros((b, d), np.float32),
+               "masks": np.zeros((b, d, 28, 28), np.float32),
+               "keypoints": np.zeros((b, d, K, 3), np.float32),
+               "num_detections": np.full(b, n, np.int32)}
+        out["boxes"][0, :n] = transforms.resize_boxes(self.boxes, scale, padding)
+        out["keypoints"][0, :n] = transforms.resize_keypoints(self.keypoints, scale, padding)
+        out["class_ids"][0, :n], out["scores"][0, :n] = 1, 0.9
+        for i, (x1, y1, x2, y2) in enumerate(np.round(self.boxes).astype(int)):
+            crop = Image.fromarray(self.masks[y1:y2, x1:x2, i].astype(np.float32))
+            out["masks"][0, i] = np.asarray(crop.resize((28, 28), Image.BOX))  # cell means
+        return out
+
+
+def test_detect_returns_known_synthetic_people_in_original_pixels():
+    from mrcnn_kp.data import dataset, synthetic
+
+    config = TinyConfig()
+    rng = np.random.default_rng(3)
+    image, people = synthetic.render_image(rng, image_size=256)
+    while len(people) < 2:
+        image, people = synthetic.render_image(rng, image_size=256)
+    image = image[:, 40:216]  # 256 high x 176 wide: not square, padded left and right
+    masks = np.stack([p["mask"][:, 40:216] for p in people], axis=-1)  # [H, W, n]
+    keep = masks.reshape(-1, masks.shape[-1]).sum(0) > 400
+    masks = masks[:, :, keep]
+    keypoints = np.stack([p["keypoints"] for p in people])[keep]
+    keypoints[..., 0] -= 40
+    inside = (keypoints[..., 2] > 0) & (keypoints[..., 0] >= 0) & (keypoints[..., 0] < 176)
+    keypoints[~inside] = 0.0
+    boxes = dataset.boxes_from_masks(masks)  # [n, 4] original pixels
+    model = EchoMoldedTruth(config, boxes, keypoints, masks)
+    result = Predictor(model, config).detect([image])[0]
+    np.testing.assert_allclose(result["rois"], boxes, atol=1e-3)
+    labelled = keypoints[..., 2] > 0
+    np.testing.assert_allclose(result["keypoints"][..., :2][labelled],
+                               keypoints[..., :2][labelled], atol=1e-3)
+    assert result["masks"].shape == masks.shape
+    for i in range(masks.shape[-1]):
+        inter = (result["masks"][:, :, i] & masks[:, :, i]).sum()
+        union = (result["masks"][:, :, i] | masks[:, :, i]).sum()
+        assert inter / union > 0.9  # a 28x28 round trip of thin limbs loses a little
