@@ -1,1 +1,14 @@
-"""mrcnn_kp.inference (see ../shared/DESIGN.md for what lives here)."""
+"""mrcnn_kp.inference: run a trained model, evaluate it on COCO, draw what it found.
+
+- predictor.py   Predictor(inference_model, config).detect(images) -> one dict per image in
+                 original pixels (rois, class_ids, scores, masks [H, W, n], keypoints [n, 17, 3])
+- coco_eval.py   detections -> COCO results json -> pycocotools COCOeval -> summary dicts
+- visualize.py   boxes, masks and the COCO skeleton with matplotlib, saved as PNG
+- export.py      deployment formats
+
+Importing this package does not import Keras or TensorFlow.
+"""
+from mrcnn_kp.inference.coco_eval import (detections_to_coco, evaluate_coco,  # noqa: F401
+                                          evaluate_results, evaluate_results_file)
+from mrcnn_kp.inference.predictor import Predictor, load_predictor, read_image  # noqa: F401
+from mrcnn_kp.inference.visualize import display_instances, draw_side_by_side  # noqa: F401
