@@ -1,0 +1,108 @@
+"""`mrcnn-kp convert`: weights from other formats into a Keras 3 `.weights.h5` for our model.
+
+    mrcnn-kp convert mask_rcnn_coco.h5 coco_resnet50.weights.h5 --config default \
+        --exclude mrcnn_class_logits mrcnn_bbox_fc mrcnn_mask
+
+builds the model of --config, loads the legacy Keras-2 `.h5` (matterport, Mask_RCNN_Humanpose)
+by layer name (mrcnn_kp.weights.load_weights: shape mismatches such as an 81-class head into a
+2-class model are skipped and reported), and writes our format with the config stored inside,
+so `--weights new.weights.h5` works in train / evaluate / predict / export without --config.
+Our own `.weights.h5` and `.keras` files are accepted too (re-saving by name, e.g. into another
+config). `--from efficientnet-lite0` writes the ImageNet EfficientNet-Lite0 backbone into a fresh
+model; `--from torchvision` (torchvision's keypointrcnn_resnet50_fpn .pth) is not built yet.
+
+Exit status: 0 written, 1 the input could not be converted (message on stderr), 2 not built.
+"""
+import os
+import sys
+
+HELP = "convert weights (legacy Keras-2 .h5, torchvision .pth) to Keras 3 .weights.h5"
+
+SOURCES = ("keras", "torchvision", "efficientnet-lite0")
+NOT_BUILT = 2
+
+
+def add_arguments(parser):
+    parser.add_argument("source", nargs="?", default=None,
+                        help="the weights to convert: a legacy Keras-2 .h5 (matterport), a "
+                             ".weights.h5 or .keras file; for --from efficientnet-lite0 an "
+                             "optional .pth (default: the packaged ImageNet weights)")
+    parser.add_argument("output", help="the Keras 3 file to write (must end in .weights.h5)")
+    parser.add_argument("--from", dest="source_format", choices=SOURCES, default="keras",
+                        help="what `source` is (default: keras, i.e. any Keras .h5 file)")
+    parser.add_argument("--config", default="default",
+                        help="the model to build: a preset (default, tiny, cpu_demo) or a config "
+                             ".json (default: default)")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME_OR_REGEX",
+                        help="layers to leave at their initial values: names or regular "
+                             "expressions (full match), e.g. mrcnn_class_logits 'mrcnn_mask.*'")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail unless every layer of the model is loaded (no shape "
+                             "mismatch, nothing absent from the file)")
+
+
+def run(args):
+    from mrcnn_kp.commands.predict import CommandError, load_config_arg, model_errors
+
+    try:
+        if not args.output.endswith(".weights.h5"):
+            raise CommandError(f"output {args.output!r} must end in .weights.h5 (Keras 3 format)")
+        if args.source_format == "torchvision":
+            print("mrcnn-kp convert --from torchvision: not built yet in this version of "
+                  "mrcnn_kp (torchvision keypointrcnn_resnet50_fpn .pth files).", file=sys.stderr)
+            return NOT_BUILT
+        config = load_config_arg(args.config)
+        if args.source_format == "efficientnet-lite0":
+            return _from_efficientnet_lite0(args, config)
+        if args.source is None:
+            raise CommandError("give the weights file to convert")
+        if not os.path.isfile(args.source):
+            raise CommandError(f"{args.source}: no such file")
+        return _from_keras(args, config)
+    except model_errors() as exc:
+        print(f"mrcnn-kp convert: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _build(config):
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+
+    return build_inference_model(config)
+
+
+def _from_keras(args, config):
+    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.weights import load_weights, save_weights
+
+    model = _build(config)
+    report = load_weights(model, args.source, exclude=args.exclude,
+                          skip_mismatch=not args.strict)
+    if args.strict and report.absent_from_file:
+        raise CommandError(f"--strict: {len(report.absent_from_file)} layers of the model are "
+                           f"not in {args.source}: {', '.join(report.absent_from_file[:8])}; "
+                           f"nothing written")
+    save_weights(model, args.output, config=config)
+    print(report.summary())
+    print(f"wrote {args.output} ({config.NAME}, {config.BACKBONE}, {config.NUM_CLASSES} classes)")
+    return 0
+
+
+def _from_efficientnet_lite0(args, config):
+    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.weights import save_weights
+
+    try:
+        from mrcnn_kp.pretrained import load_imagenet_backbone
+    except ImportError:
+        print("mrcnn-kp convert --from efficientnet-lite0: not built yet in this version of "
+              "mrcnn_kp.", file=sys.stderr)
+        return NOT_BUILT
+    if config.BACKBONE != "efficientnet_lite0":
+        raise CommandError(f"--from efficientnet-lite0 needs a config with BACKBONE "
+                           f"'efficientnet_lite0', --config {args.config} has {config.BACKBONE!r}")
+    model = _build(config)
+    report = load_imagenet_backbone(model, config, path=args.source)
+    save_weights(model, args.output, config=config)
+    print(report.summary() if hasattr(report, "summary") else report)
+    print(f"wrote {args.output} (ImageNet EfficientNet-Lite0 backbone, heads at initial values)")
+    return 0
