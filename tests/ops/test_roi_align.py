@@ -1,0 +1,165 @@
+"""roi_align against a numpy transcription of torchvision's CPU ROIAlign (roi_align_kernel.cpp):
+one roi, one bin, one sample at a time."""
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from mrcnn_kp.ops import roi_align
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def bilinear(fmap, y, x):
+    """torchvision's bilinear_interpolate on one [H, W, C] map."""
+    height, width = fmap.shape[:2]
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return np.zeros(fmap.shape[2])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_high = y_low = height - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_high = x_low = width - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1.0 - ly, 1.0 - lx
+    return (hy * hx * fmap[y_low, x_low] + hy * lx * fmap[y_low, x_high]
+            + ly * hx * fmap[y_high, x_low] + ly * lx * fmap[y_high, x_high])
+
+
+def reference_roi_align(features, boxes, box_indices, output_size, spatial_scale,
+                        sampling_ratio, aligned):
+    out_h, out_w = output_size
+    out = np.zeros((len(boxes), out_h, out_w, features.shape[-1]))
+    offset = 0.5 if aligned else 0.0
+    for n, (box, b) in enumerate(zip(boxes.astype(np.float64), box_indices)):
+        x1, y1 = box[0] * spatial_scale - offset, box[1] * spatial_scale - offset
+        x2, y2 = box[2] * spatial_scale - offset, box[3] * spatial_scale - offset
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = roi_h / out_h, roi_w / out_w
+        for ph in range(out_h):
+            for pw in range(out_w):
+                acc = 0.0
+                for iy in range(sampling_ratio):
+                    y = y1 + ph * bin_h + (iy + 0.5) * bin_h / sampling_ratio
+                    for ix in range(sampling_ratio):
+                        x = x1 + pw * bin_w + (ix + 0.5) * bin_w / sampling_ratio
+                        acc = acc + bilinear(features[b], y, x)
+                out[n, ph, pw] = acc / (sampling_ratio * sampling_ratio)
+    return out
+
+
+def random_boxes(rng, n, size):
+    xy = rng.uniform(-0.2 * size, size, (n, 2))
+    wh = rng.uniform(0.5, 0.8 * size, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+EDGE_BOXES = np.array([
+    [8, 8, 8, 8],          # zero area
+    [10, 12, 10.5, 30],    # thinner than one feature pixel
+    [3, 3, 3.5, 3.5],      # smaller than one feature cell
+    [-12, -6, 20, 18],     # crosses the top-left border
+    [40, 20, 70, 36],      # crosses the bottom-right border (image 64 x 48 at scale 0.5)
+    [-30, -30, -10, -10],  # entirely outside
+    [20, 20, 10, 10],      # inverted
+], np.float32)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio,output_size", [(2, (7, 7)), (1, (3, 5)), (3, (4, 2))])
+def test_roi_align_matches_torchvision_definition(compiled, aligned, sampling_ratio,
+                                                  output_size):
+    rng = np.random.default_rng(sampling_ratio)
+    features = rng.normal(size=(2, 24, 32, 3)).astype(np.float32)  # image 48 x 64, scale 0.5
+    boxes = np.concatenate([random_boxes(rng, 9, 64), EDGE_BOXES])
+    box_indices = rng.integers(0, 2, len(boxes)).astype(np.int32)
+    fn = compiled(roi_align.roi_align, output_size=output_size, spatial_scale=0.5,
+                  sampling_ratio=sampling_ratio, aligned=aligned)
+    got = to_numpy(fn(features, boxes, box_indices))
+    want = reference_roi_align(features, boxes, box_indices, output_size, 0.5, sampling_ratio,
+                               aligned)
+    assert got.shape == (len(boxes),) + output_size + (3,)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.all(got[9 + 5] == 0.0)  # a box more than one pixel outside reads nothing
+
+
+def test_roi_align_hand_computed_ramp(compiled):
+    ys, xs = np.mgrid[0:6, 0:8].astype(np.float32)
+    features = (xs + 10 * ys)[None, :, :, None]  # f(x, y) = x + 10 y, bilinear is exact
+    box = np.array([[1, 1, 3, 3]], np.float32)
+    legacy, shifted = (to_numpy(compiled(roi_align.roi_align, output_size=2, spatial_scale=1.0,
+                                         aligned=aligned)(features, box, np.zeros(1, np.int32)))
+                       for aligned in (False, True))
+    np.testing.assert_allclose(legacy[0, ..., 0], [[16.5, 17.5], [26.5, 27.5]], atol=1e-5)
+    np.testing.assert_allclose(shifted[0, ..., 0], [[11.0, 12.0], [21.0, 22.0]], atol=1e-5)
+
+
+def test_roi_align_empty_and_bad_sampling_ratio(compiled):
+    features = np.zeros((1, 8, 8, 4), np.float32)
+    fn = compiled(roi_align.roi_align, output_size=7, spatial_scale=1.0)
+    out = fn(features, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
+    assert to_numpy(out).shape == (0, 7, 7, 4)
+    with pytest.raises(ValueError, match="sampling_ratio must be a positive integer"):
+        roi_align.roi_align(features, np.zeros((1, 4)), [0], 7, 1.0, sampling_ratio=0)
+
+
+def test_fpn_levels_follow_the_published_formula(compiled):
+    sides = np.array([0, 1, 32, 111.9, 112, 223.9, 224, 447.9, 448, 1000, 5000], np.float32)
+    boxes = np.stack([np.zeros_like(sides), np.zeros_like(sides), sides, sides], axis=1)
+    want = [min(5, max(2, math.floor(4 + math.log2(s / 224) + 1e-6))) if s > 0 else 2
+            for s in sides.astype(np.float64)]
+    assert to_numpy(compiled(roi_align.fpn_levels)(boxes)).tolist() == want
+    assert want[4] == 3 and want[6] == 4 and want[8] == 5  # exact powers of two, no rounding
+    wide = np.array([[0, 0, 448, 112]], np.float32)  # sqrt(448 * 112) = 224 -> level 4
+    assert to_numpy(compiled(roi_align.fpn_levels)(wide)).tolist() == [4]
+
+
+def pyramid(rng, batch=2, image=256, channels=3):
+    return [rng.normal(size=(batch, image // s, image // s, channels)).astype(np.float32)
+            for s in (4, 8, 16, 32)]
+
+
+def test_pyramid_roi_align_pools_each_box_from_its_level_in_input_order(compiled):
+    rng = np.random.default_rng(7)
+    features = pyramid(rng)
+    sides = np.array([20, 120, 230, 460, 60, 3, 0, 300], np.float32)  # levels 2,3,4,5,2,2,2,4
+    xy = rng.uniform(-10, 150, (len(sides), 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + sides[:, None]], axis=1)
+    box_indices = np.array([0, 1, 1, 0, 1, 0, 1, 0], np.int32)
+    fn = compiled(roi_align.pyramid_roi_align, output_size=(5, 4), image_size=(256, 256))
+    got = to_numpy(fn(features, boxes, box_indices))
+    assert got.shape == (8, 5, 4, 3)
+    levels = [min(5, max(2, math.floor(4 + math.log2(s / 224) + 1e-6))) if s > 0 else 2
+              for s in sides.astype(np.float64)]
+    assert levels == [2, 3, 4, 5, 2, 2, 2, 4]
+    for n, level in enumerate(levels):
+        fmap = features[level - 2]
+        want = reference_roi_align(fmap, boxes[n:n + 1], box_indices[n:n + 1], (5, 4),
+                                   fmap.shape[1] / 256, 2, True)
+        np.testing.assert_allclose(got[n], want[0], atol=2e-5, err_msg=f"box {n}")
+
+
+def test_pyramid_roi_align_batched_and_errors(compiled):
+    rng = np.random.default_rng(8)
+    features = pyramid(rng, batch=2, image=128)
+    boxes = random_boxes(rng, 6, 128).reshape(2, 3, 4)
+    fn = compiled(roi_align.pyramid_roi_align_batched, output_size=3, image_size=128)
+    got = to_numpy(fn(features, boxes))
+    assert got.shape == (2, 3, 3, 3, 3)
+    flat_fn = compiled(roi_align.pyramid_roi_align, output_size=3, image_size=128)
+    flat = to_numpy(flat_fn(features, boxes.reshape(6, 4), np.repeat(np.arange(2), 3)))
+    np.testing.assert_allclose(got.reshape(flat.shape), flat, atol=1e-5)
+    with pytest.raises(ValueError, match="same stride along y and x"):
+        roi_align.pyramid_roi_align(features, boxes[0], [0, 0, 0], 3, (128, 256))
