@@ -316,29 +316,44 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     with SELECT_TF_OPS (Flex) if allow_flex, and the report names those ops. With
     allow_flex=False such a model raises RuntimeError naming the ops.
     """
+    import tempfile
+
+    import keras
+
     tf = _tf()
     path = os.fspath(path)
     # TFLite has no float64 kernels: the float32 resize (off by 1 in rare pixels, see
     # resize_bilinear_like_pillow) keeps the preprocessing builtin.
     serve = make_serving_function(model, config, paste_masks=paste_masks, exact=False)
-    concrete = serve.get_concrete_function()
+    # Keras 3's path to TFLite goes through a SavedModel (converting the tf.function directly
+    # reads Keras variables as uninitialised memory).
+    saved = tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve)
+    archive.write_out(saved.name, verbose=False)
 
     def convert(ops):
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved.name,
+                                                             signature_keys=["serving_default"])
         converter.target_spec.supported_ops = ops
         return converter.convert()
 
     builtin_error = ""
     flex_ops = []
     try:
-        flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
-    except Exception as exc:  # the converter raises ConverterError with the op list
-        builtin_error = str(exc)
-        flex_ops = _unsupported_ops(builtin_error)
-        if not allow_flex:
-            raise RuntimeError(f"TFLite builtins cannot express the model; ops without a builtin "
-                               f"kernel: {', '.join(flex_ops) or builtin_error}") from None
-        flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+        try:
+            flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
+        except Exception as exc:  # the converter raises ConverterError with the op list
+            builtin_error = str(exc)
+            flex_ops = _unsupported_ops(builtin_error)
+            if not allow_flex:
+                raise RuntimeError(f"TFLite builtins cannot express the model; ops without a "
+                                   f"builtin kernel: {', '.join(flex_ops) or builtin_error}"
+                                   ) from None
+            flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+    finally:
+        saved.cleanup()
     from mrcnn_kp.utils import atomic_path
 
     with atomic_path(path) as tmp:

@@ -1,0 +1,233 @@
+"""mrcnn_kp.inference.export: the serving function and the SavedModel / TFLite / ONNX files.
+
+The serving function must do what Predictor does (mold with data.transforms, run, unmold with
+predictor.unmold_detections), so each test compares against the Predictor on the same image.
+A small stand-in inference model with the output contract of docs/ARCHITECTURE.md keeps the
+format tests fast; the real TinyConfig model is exported once at the end.
+
+Tolerances: SavedModel runs the same TF kernels as Keras: boxes and keypoints within 1e-3 px,
+scores within 1e-5. TFLite (XNNPACK) and ONNX Runtime use other float32 kernels: boxes and
+keypoints within 0.05 px, scores and mask probabilities within 1e-4.
+"""
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+from keras import layers as KL  # noqa: E402
+from keras import ops  # noqa: E402
+
+from mrcnn_kp.config import TinyConfig  # noqa: E402
+from mrcnn_kp.inference import export  # noqa: E402
+from mrcnn_kp.inference.predictor import Predictor, unmold_detections  # noqa: E402
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                reason="exports need the TensorFlow backend")
+
+
+# ----------------------------------------------------------------------------- stand-in model
+class StandinDetections(KL.Layer):
+    """Features [B, F] -> the inference output dict (boxes in molded pixels, 28x28 masks)."""
+
+    def __init__(self, detections, side, num_keypoints, **kwargs):
+        super().__init__(**kwargs)
+        self.detections, self.side, self.num_keypoints = detections, side, num_keypoints
+
+    def call(self, features):
+        d, s, k = self.detections, float(self.side), self.num_keypoints
+        b = ops.shape(features)[0]
+        corner = ops.sigmoid(ops.reshape(features[:, :d * 2], (b, d, 2))) * s * 0.9 - 0.05 * s
+        size = ops.sigmoid(ops.reshape(features[:, d * 2:d * 4], (b, d, 2))) * s * 0.5 + 1.0
+        boxes = ops.concatenate([corner, corner + size], axis=-1)  # [B, D, 4] x1 y1 x2 y2
+        scores = ops.sigmoid(features[:, d * 4:d * 5] * 4.0)  # [B, D]
+        class_ids = ops.cast(scores > 0.3, "int32")  # [B, D]
+        start = d * 5
+        keypoints = ops.sigmoid(ops.reshape(features[:, start:start + d * k * 3],
+                                            (b, d, k, 3))) * s  # [B, D, K, 3]
+        start += d * k * 3
+        masks = ops.sigmoid(ops.reshape(features[:, start:start + d * 28 * 28],
+                                        (b, d, 28, 28)) * 3.0)  # [B, D, 28, 28]
+        return {"boxes": boxes, "class_ids": class_ids, "scores": scores, "masks": masks,
+                "keypoints": keypoints,
+                "num_detections": ops.sum(class_ids, axis=1) - 1}  # one valid row left out
+
+    def compute_output_spec(self, features):
+        b, d, k = features.shape[0], self.detections, self.num_keypoints
+        spec = keras.KerasTensor
+        return {"boxes": spec((b, d, 4)), "class_ids": spec((b, d), "int32"),
+                "scores": spec((b, d)), "masks": spec((b, d, 28, 28)),
+                "keypoints": spec((b, d, k, 3)), "num_detections": spec((b,), "int32")}
+
+
+def standin_inference_model(config):
+    keras.utils.set_random_seed(0)
+    side, d, k = config.IMAGE_MAX_DIM, config.DETECTION_MAX_INSTANCES, config.NUM_KEYPOINTS
+    image = keras.Input((side, side, 3), name="input_image")
+    meta = keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta")
+    x = KL.Conv2D(4, 4, strides=4, activation="relu", name="conv1")(
+        KL.Rescaling(1 / 255.0)(image))
+    x = KL.GlobalAveragePooling2D()(x)
+    x = KL.Concatenate()([x, KL.Rescaling(1 / 128.0)(meta)])
+    x = KL.Dense(d * (5 + k * 3 + 28 * 28), name="mrcnn_standin_head")(x)
+    outputs = StandinDetections(d, side, k)(x)
+    return keras.Model({"input_image": image, "input_image_meta": meta}, outputs)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TinyConfig(IMAGES_PER_GPU=1)
+
+
+@pytest.fixture(scope="module")
+def model(config):
+    return standin_inference_model(config)
+
+
+def image_of(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 4 + 1, width // 4 + 1, 3)).astype(np.uint8)
+    return np.kron(base, np.ones((4, 4, 1), np.uint8))[:height, :width]  # blocky, like photos
+
+
+SIZES = [(100, 64), (37, 200), (128, 128), (300, 260), (64, 48)]
+
+
+# ----------------------------------------------------------------------------- molding
+@pytest.mark.parametrize("height, width", SIZES)
+def test_mold_image_equals_the_predictors_molding(config, model, height, width):
+    image = image_of(height, width)
+    molded, meta, window, scale = export.mold_image(tf.constant(image), config)
+    ref_molded, ref_meta, ref_windows, ref_scales = Predictor(model, config).mold_inputs([image])
+    np.testing.assert_array_equal(molded.numpy(), ref_molded[0])
+    np.testing.assert_array_equal(meta.numpy(), ref_meta[0])
+    assert tuple(window.numpy()) == tuple(ref_windows[0])
+    assert scale.numpy() == np.float32(ref_scales[0])
+
+
+def test_float32_molding_differs_by_at_most_one_level_on_coco(coco_mini):
+    """TFLite's float32 path vs Pillow on real photos, downscaled to 512 px."""
+    from PIL import Image
+
+    from mrcnn_kp.config import Config
+    from mrcnn_kp.data import transforms
+
+    _, images = coco_mini
+    config = Config(IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512)
+    differing, total = 0, 0
+    for path in sorted(images.iterdir())[:2]:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        reference = transforms.resize_image(image, config)[0].astype(int)
+        exact = export.mold_image(tf.constant(image), config, exact=True)[0].numpy()
+        fast = export.mold_image(tf.constant(image), config, exact=False)[0].numpy()
+        np.testing.assert_array_equal(exact, reference)
+        diff = np.abs(fast - reference)
+        assert diff.max() <= 1
+        differing += int((diff > 0).sum())
+        total += diff.size
+    assert differing / total < 1e-3
+
+
+# ----------------------------------------------------------------------------- un-molding
+def test_unmold_outputs_equals_predictor_unmold_detections():
+    rng = np.random.default_rng(3)
+    d, k = 6, 17
+    window, scale, shape = (16, 0, 112, 128), 0.5, (192, 256, 3)  # a 192x256 image at 0.5
+    boxes = np.array([[10, 20, 60, 80], [-20, 10, 30, 50], [100, 90, 140, 130],
+                      [5, 5, 5, 40], [30, 30, 70, 90], [0, 0, 10, 10]], np.float32)
+    outputs = {
+        "boxes": boxes,  # row 1 leaves the image on the left, row 2 at the bottom right
+        "class_ids": np.array([1, 1, 0, 1, 1, 1], np.int32),  # row 2 empty, row 3 zero width
+        "scores": rng.uniform(0.5, 1, d).astype(np.float32),
+        "keypoints": rng.uniform(0, 128, (d, k, 3)).astype(np.float32),
+        "masks": rng.uniform(0, 1, (d, 28, 28)).astype(np.float32),
+        "num_detections": np.int32(5),  # row 5 is past the count
+    }
+    ref = unmold_detections(outputs, shape, window, scale)
+    ours = export.unmold_outputs({n: tf.constant(v) for n, v in outputs.items()},
+                                 tf.constant(window), tf.constant(scale, tf.float32),
+                                 shape[0], shape[1], paste=True)
+    ours = {n: v.numpy() for n, v in ours.items()}
+    n = len(ref["class_ids"])
+    assert n == 3 and ours["num_detections"] == 3
+    np.testing.assert_allclose(ours["boxes"][:n], ref["rois"], atol=1e-4)
+    np.testing.assert_array_equal(ours["class_ids"][:n], ref["class_ids"])
+    np.testing.assert_allclose(ours["scores"][:n], ref["scores"], atol=1e-7)
+    np.testing.assert_allclose(ours["keypoints"][:n], ref["keypoints"], atol=1e-4)
+    pasted = ours["masks"][:n].transpose(1, 2, 0).astype(bool)  # [H, W, n]
+    assert pasted.shape == ref["masks"].shape
+    assert ref["masks"].sum() > 1000
+    assert (pasted != ref["masks"]).mean() < 1e-4
+    assert not ours["boxes"][n:].any() and not ours["masks"][n:].any()
+
+
+# ----------------------------------------------------------------------------- formats
+def predictor_result(model, config, image):
+    return Predictor(model, config).detect([image])[0]
+
+
+def assert_matches_predictor(out, ref, box_atol, score_atol):
+    n = len(ref["class_ids"])
+    assert int(out["num_detections"]) == n and n >= 2
+    np.testing.assert_array_equal(out["class_ids"][:n], ref["class_ids"])
+    np.testing.assert_allclose(out["boxes"][:n], ref["rois"], atol=box_atol)
+    np.testing.assert_allclose(out["scores"][:n], ref["scores"], atol=score_atol)
+    np.testing.assert_allclose(out["keypoints"][:n], ref["keypoints"], atol=box_atol)
+    assert not out["boxes"][n:].any()
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, model, config):
+    path = tmp_path_factory.mktemp("export") / "standin"
+    export.export_saved_model(model, config, path, paste_masks=True)
+    return tf.saved_model.load(str(path))
+
+
+@pytest.mark.parametrize("height, width", [(100, 64), (300, 260)])
+def test_saved_model_serves_any_image_size_like_the_predictor(saved_model, model, config,
+                                                              height, width):
+    image = image_of(height, width, seed=height)
+    out = saved_model.signatures["serving_default"](image=tf.constant(image))
+    out = {name: value.numpy() for name, value in out.items()}
+    ref = predictor_result(model, config, image)
+    assert_matches_predictor(out, ref, box_atol=1e-3, score_atol=1e-5)
+    n = len(ref["class_ids"])
+    assert out["masks"].shape == (config.DETECTION_MAX_INSTANCES, height, width)
+    assert (out["masks"][:n].transpose(1, 2, 0).astype(bool) != ref["masks"]).mean() < 1e-4
+
+
+def test_saved_model_serve_molded_is_the_raw_model(saved_model, model, config):
+    molded, metas, _, _ = Predictor(model, config).mold_inputs([image_of(90, 128)])
+    out = saved_model.signatures["serve_molded"](input_image=tf.constant(molded),
+                                                 input_image_meta=tf.constant(metas))
+    want = model.predict_on_batch({"input_image": molded, "input_image_meta": metas})
+    for name in want:
+        np.testing.assert_allclose(out[name].numpy(), want[name], atol=1e-5, err_msg=name)
+
+
+def test_tflite_export_is_builtin_only_and_matches(tmp_path, model, config):
+    report = export.export_tflite(model, config, tmp_path / "standin.tflite")
+    assert report.builtin_only and report.flex_ops == []
+    assert report.size_bytes > 10_000
+    image = image_of(100, 64, seed=5)
+    out = export.run_tflite(report.path, image)
+    assert_matches_predictor(out, predictor_result(model, config, image), box_atol=0.05,
+                             score_atol=1e-4)
+    assert out["masks"].shape == (config.DETECTION_MAX_INSTANCES, 28, 28)
+
+
+def test_unsupported_ops_are_read_from_the_converter_message():
+    message = ("Some ops are not supported by the native TFLite runtime ... Flex ops: "
+               "FlexCropAndResize, FlexNonMaxSuppressionV5\nDetails:\n\ttf.CropAndResize("
+               "tensor<?x?x?x256xf32>) -> ...\n\ttf.Round(tensor<f64>) at fn(tf.round(...))")
+    assert export._unsupported_ops(message) == ["CropAndResize", "NonMaxSuppressionV5", "Round"]
+
+
+def test_onnx_export_matches(tmp_path, model, config):
+    if not export.onnx_available():
+        pytest.skip(export.ONNX_MISSING)
+    pytest.importorskip("onnxruntime", reason=export.ONNX_MISSING)
+    path = export.export_onnx(model, config, tmp_path / "standin.onnx")
+    image = image_of(300, 260, seed=7)
+    out = export.run_onnx(path, image)
+    assert_matches_predictor(out, predictor_result(model, config, image), box_atol=0.05,
+                             score_atol=1e-4)
