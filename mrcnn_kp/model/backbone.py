@@ -76,9 +76,11 @@ conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise (C, 1, kh, kw) -> (kh, kw
 dense (out, in) -> (in, out); bn vectors are copied as they are. The file has 296 entries:
 49 conv/depthwise kernels, 49 BN layers x 5 (4 mapped + num_batches_tracked), and `_fc` (2).
 """
+import math
 import re
 
 import keras
+import numpy as np
 from keras import layers
 
 RESNET_BN_EPSILON = 1e-3
@@ -161,6 +163,57 @@ class FrozenableBatchNorm(layers.BatchNormalization):
         return config
 
 
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class HostVarianceScaling(keras.initializers.Initializer):
+    """keras.initializers.VarianceScaling, drawn with numpy on the host.
+
+    The same distributions and fan rules as Keras (glorot_uniform is
+    `HostVarianceScaling(1.0, "fan_avg", "uniform")`), but no backend kernel: on JAX each new
+    shape drawn by a backend initializer compiles its own RNG program (about 1 s per shape on 2
+    CPU cores, 40 s for the 49 shapes of EfficientNet-Lite0). Draws come from numpy's global
+    generator, which keras.utils.set_random_seed seeds, or from `seed` when given.
+    """
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"mode must be fan_in, fan_out or fan_avg, got {mode!r}")
+        if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
+            raise ValueError(f"distribution must be truncated_normal, untruncated_normal or "
+                             f"uniform, got {distribution!r}")
+        self.scale, self.mode, self.distribution, self.seed = float(scale), mode, distribution, seed
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        fan_in = shape[-2] * receptive if len(shape) > 1 else (shape[0] if shape else 1)
+        fan_out = shape[-1] * receptive if shape else 1
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        variance = self.scale / max(1.0, fan)
+        rng = np.random.default_rng(self.seed) if self.seed is not None else np.random
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            values = rng.uniform(-limit, limit, size=shape)
+        elif self.distribution == "untruncated_normal":
+            values = rng.standard_normal(size=shape) * math.sqrt(variance)
+        else:  # normal cut at 2 sigma, rescaled to keep the variance (Keras' constant)
+            values = rng.standard_normal(size=shape)
+            outside = np.abs(values) > 2.0
+            while outside.any():
+                values[outside] = rng.standard_normal(size=int(outside.sum()))
+                outside = np.abs(values) > 2.0
+            values *= math.sqrt(variance) / 0.87962566103423978
+        return values.astype(keras.backend.standardize_dtype(dtype or "float32"))
+
+    def get_config(self):
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
+                "seed": self.seed}
+
+
+def glorot_uniform():
+    """Keras' default conv initialiser (matterport's), host-drawn: see HostVarianceScaling."""
+    return HostVarianceScaling(1.0, "fan_avg", "uniform")
+
+
 def batch_norm(config, name, epsilon=1e-3, momentum=0.99):
     """The model's batch-norm layer: frozen unless config.TRAIN_BN."""
     return FrozenableBatchNorm(frozen=not config.TRAIN_BN, epsilon=epsilon, momentum=momentum,
@@ -168,22 +221,28 @@ def batch_norm(config, name, epsilon=1e-3, momentum=0.99):
 
 
 # ------------------------------------------------------------------------------ ResNet
+def _resnet_conv(filters, kernel, name, strides=1, padding="valid"):
+    """matterport's ResNet conv: with bias, glorot-uniform kernel (Keras' default)."""
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=True,
+                         kernel_initializer=glorot_uniform(), name=name)
+
+
 def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv):
     """One bottleneck block, matterport's conv_block / identity_block names."""
     f1, f2, f3 = filters
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
     shortcut = x
-    y = layers.Conv2D(f1, 1, strides=strides, use_bias=True, name=conv + "2a")(x)
+    y = _resnet_conv(f1, 1, conv + "2a", strides=strides)(x)
     y = batch_norm(config, bn + "2a", epsilon=RESNET_BN_EPSILON)(y)
     y = layers.Activation("relu", name=conv + "2a_relu")(y)
-    y = layers.Conv2D(f2, 3, padding="same", use_bias=True, name=conv + "2b")(y)
+    y = _resnet_conv(f2, 3, conv + "2b", padding="same")(y)
     y = batch_norm(config, bn + "2b", epsilon=RESNET_BN_EPSILON)(y)
     y = layers.Activation("relu", name=conv + "2b_relu")(y)
-    y = layers.Conv2D(f3, 1, use_bias=True, name=conv + "2c")(y)
+    y = _resnet_conv(f3, 1, conv + "2c")(y)
     y = batch_norm(config, bn + "2c", epsilon=RESNET_BN_EPSILON)(y)
     if with_shortcut_conv:
-        shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=True, name=conv + "1")(x)
+        shortcut = _resnet_conv(f3, 1, conv + "1", strides=strides)(x)
         shortcut = batch_norm(config, bn + "1", epsilon=RESNET_BN_EPSILON)(shortcut)
     y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
@@ -194,7 +253,7 @@ def build_resnet(image_tensor, config, depth):
     if depth not in (50, 101):
         raise ValueError(f"ResNet depth must be 50 or 101, got {depth}")
     x = layers.ZeroPadding2D(3, name="conv1_pad")(image_tensor)  # [B, S+6, S+6, 3]
-    x = layers.Conv2D(64, 7, strides=2, padding="valid", use_bias=True, name="conv1")(x)
+    x = _resnet_conv(64, 7, "conv1", strides=2)(x)  # [B, S/2, S/2, 64]
     x = batch_norm(config, "bn_conv1", epsilon=RESNET_BN_EPSILON)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # [B, S/4, S/4, 64]
@@ -214,8 +273,7 @@ def build_resnet(image_tensor, config, depth):
 # ------------------------------------------------------------------------------ EfficientNet-Lite0
 def _lite0_conv_init():
     # EfficientNet's conv initialiser: variance scaling 2.0, fan_out, (truncated) normal.
-    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out",
-                                              distribution="truncated_normal")
+    return HostVarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
 
 
 def lite0_block_specs():
