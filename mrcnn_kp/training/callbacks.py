@@ -35,24 +35,28 @@ class TrainingInterrupted(KeyboardInterrupt):
 class Checkpointer(keras.callbacks.Callback):
     """Writes `mask_rcnn_<name>_<epoch>.weights.h5` and its optimizer state after each epoch.
 
-    `run` is the object that knows the run (the Trainer): log_dir, config, layers, optimizer.
+    `run` is the object that knows the run (the Trainer): log_dir, config, layers.
     A checkpoint whose weights are not all finite is not written: the last good one stays.
+    `stop_mid_epoch` is how the other callbacks (signals, time budget) end fit early: it writes
+    `..._<completed>_interrupted.weights.h5` and stops after the current step.
     """
 
     def __init__(self, run):
         super().__init__()
         self.run = run
         self.last_path = None
-        self.stop_requested = False  # set by GracefulInterrupt: the epoch did not complete
+        self.partial_epoch = False  # fit was stopped in the middle of an epoch
+        self.completed_epochs = None
+        self._epoch = 0
 
     def save(self, completed_epochs, interrupted=False, step_in_epoch=None):
         run = self.run
+        if keras.backend.backend() == "jax" and hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()  # mid-epoch, JAX keeps the live values outside the model
         if not checkpoints.all_finite(self.model):
             log.error("weights hold NaN/inf after epoch %d: checkpoint not written; the last "
                       "good one is %s", completed_epochs, self.last_path)
             return None
-        if keras.backend.backend() == "jax" and hasattr(self.model, "jax_state_sync"):
-            self.model.jax_state_sync()  # mid-epoch, JAX keeps the live values outside the model
         optimizer = self.model.optimizer
         meta = {
             "epoch": int(completed_epochs),
@@ -69,9 +73,24 @@ class Checkpointer(keras.callbacks.Callback):
         self.last_path = path
         return path
 
+    def stop_mid_epoch(self, step_in_epoch, reason):
+        """Save the weights of the unfinished epoch as an `_interrupted` checkpoint and stop."""
+        if self.partial_epoch:
+            return self.last_path
+        self.partial_epoch = True
+        path = self.save(self._epoch, interrupted=True, step_in_epoch=step_in_epoch)
+        log.warning("%s: stopped in epoch %d after step %d; checkpoint %s", reason,
+                    self._epoch + 1, step_in_epoch, path)
+        self.model.stop_training = True
+        return path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.stop_requested:
-            return  # GracefulInterrupt already saved the partial epoch
+        if self.partial_epoch:
+            return  # the unfinished epoch is already saved as _interrupted
+        self.completed_epochs = epoch + 1
         self.save(epoch + 1)
 
 
@@ -79,7 +98,8 @@ class GracefulInterrupt(keras.callbacks.Callback):
     """On SIGINT (Ctrl-C) or SIGTERM: finish the current step, save a checkpoint, stop fit.
 
     The handlers exist only while fit runs (and only in the main thread); a second Ctrl-C
-    while saving raises KeyboardInterrupt as usual. `signum` tells the trainer what happened.
+    while saving raises KeyboardInterrupt as usual. `signum` and `checkpoint` tell the
+    trainer what happened; it raises TrainingInterrupted after fit returns.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -89,8 +109,6 @@ class GracefulInterrupt(keras.callbacks.Callback):
         self.checkpointer = checkpointer
         self.signum = None
         self.checkpoint = None
-        self.partial_epoch = False  # True when it stopped fit in the middle of an epoch
-        self._epoch = 0
         self._previous = {}
 
     def _handle(self, signum, frame):
@@ -111,18 +129,10 @@ class GracefulInterrupt(keras.callbacks.Callback):
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.signum is None or self.checkpoint is not None:
-            return
-        self.checkpointer.stop_requested = True
-        self.partial_epoch = True
-        self.checkpoint = self.checkpointer.save(self._epoch, interrupted=True,
-                                                 step_in_epoch=batch + 1)
-        log.warning("checkpoint saved to %s; stopping", self.checkpoint)
-        self.model.stop_training = True
+        if self.signum is not None and self.checkpoint is None:
+            self.checkpoint = self.checkpointer.stop_mid_epoch(
+                batch + 1, signal.Signals(self.signum).name)
 
     def on_epoch_end(self, epoch, logs=None):
         # A signal during validation: the Checkpointer (called before us) saved the epoch.
@@ -182,16 +192,18 @@ class NonFiniteMonitor(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops fit once `deadline` (time.monotonic()) is near.
+    """Ends training when the time is up: `deadline` is a time.monotonic() value.
 
-    At an epoch end it stops when the next epoch would not finish in time (so runs end on a
-    whole-epoch checkpoint); mid-epoch it stops only when the deadline has passed. `expired`
-    stays true afterwards, so a staged script can skip the remaining stages.
+    At an epoch end it stops when the next epoch would not finish in time, so runs end on a
+    whole-epoch checkpoint. Mid-epoch it stops only once the deadline has passed, through
+    `checkpointer.stop_mid_epoch` (an `_interrupted` checkpoint) when it has one. `expired`
+    stays true afterwards: the Trainer skips later stages.
     """
 
-    def __init__(self, deadline):
+    def __init__(self, deadline, checkpointer=None):
         super().__init__()
         self.deadline = float(deadline)
+        self.checkpointer = checkpointer
         self.expired = False
         self._epoch_start = None
         self._epoch_seconds = 0.0
@@ -203,23 +215,22 @@ class TimeBudget(keras.callbacks.Callback):
     def remaining(self):
         return self.deadline - time.monotonic()
 
-    def on_train_begin(self, logs=None):
-        if self.remaining() <= 0:
-            self.expired = True
-            self.model.stop_training = True
-
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.remaining() <= 0:
-            self.expired = True
+        if self.expired or self.remaining() > 0:
+            return
+        self.expired = True
+        if self.checkpointer is not None:
+            self.checkpointer.stop_mid_epoch(batch + 1, "time budget spent")
+        else:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         if self._epoch_start is not None:
             self._epoch_seconds = time.monotonic() - self._epoch_start
-        if self.remaining() < self._epoch_seconds:
+        if not self.expired and self.remaining() < self._epoch_seconds:
             log.info("time budget: %.0f s left, an epoch takes %.0f s; stopping after epoch %d",
                      max(self.remaining(), 0), self._epoch_seconds, epoch + 1)
             self.expired = True

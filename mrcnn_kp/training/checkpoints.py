@@ -94,27 +94,54 @@ def find_last(model_dir, name):
 
 
 # ---------------------------------------------------------------------------- optimizer state
-def optimizer_state(optimizer):
-    """Every optimizer variable as numpy, keyed by its path ("sgd/iteration",
-    "sgd/mrcnn_mask_conv1_kernel_momentum", ...)."""
-    return {v.path: np.array(_to_numpy(v)) for v in optimizer.variables}
+# Momenta are keyed by the index of their weight in model.weights ("momentum/17"), which is the
+# same in every build of the same config, unlike variable paths: auto-named sublayers (the layer
+# inside a TimeDistributed) get other names when a process builds a second model. The other
+# optimizer variables (iterations, skipped steps, loss scale) are keyed by their path.
+MOMENTUM_KEY = "momentum/{}"
 
 
-def restore_optimizer_state(optimizer, arrays):
-    """Assign saved values to the optimizer variables with the same path and shape.
+def _momentum_slots(optimizer, model):
+    """{key: momentum variable} for the trainable weights of `model` the optimizer tracks."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    momenta = list(getattr(inner, "momentums", None) or [])
+    slots = {}
+    if momenta:
+        tracked = {id(v) for v in inner._trainable_variables}
+        for index, weight in enumerate(model.weights):
+            if id(weight) in tracked:
+                slots[MOMENTUM_KEY.format(index)] = momenta[inner._get_variable_index(weight)]
+    return slots
 
-    The optimizer must be built. Variables of layers that were not trainable when the state was
-    saved keep their fresh values (zero momentum): that is what changes between stages.
-    Returns (restored paths, paths left fresh).
+
+def _other_variables(optimizer, slots):
+    slot_ids = {id(v) for v in slots.values()}
+    return {v.path: v for v in optimizer.variables if id(v) not in slot_ids}
+
+
+def optimizer_state(optimizer, model):
+    """Every optimizer variable as numpy: "sgd/iteration", "nonfinite_guard/skipped_steps", ...
+    and "momentum/<index in model.weights>"."""
+    slots = _momentum_slots(optimizer, model)
+    variables = dict(_other_variables(optimizer, slots), **slots)
+    return {key: np.array(_to_numpy(v)) for key, v in variables.items()}
+
+
+def restore_optimizer_state(optimizer, model, arrays):
+    """Assign saved values to the (built) optimizer's variables with the same key and shape.
+
+    Momenta of weights that were not trainable when the state was saved keep their fresh
+    value (zero): that is what changes between stages. Returns (restored keys, fresh keys).
     """
+    slots = _momentum_slots(optimizer, model)
     restored, fresh = [], []
-    for variable in optimizer.variables:
-        value = arrays.get(variable.path)
+    for key, variable in dict(_other_variables(optimizer, slots), **slots).items():
+        value = arrays.get(key)
         if value is not None and tuple(value.shape) == tuple(variable.shape):
             variable.assign(value.astype(variable.dtype))
-            restored.append(variable.path)
+            restored.append(key)
         else:
-            fresh.append(variable.path)
+            fresh.append(key)
     return restored, fresh
 
 
@@ -185,7 +212,7 @@ def all_finite(model):
 def save_checkpoint(model, optimizer, path, meta, config=None):
     """State first, then weights: the weights file is what find_last sees, and it always
     has its state. Returns the weights path."""
-    arrays = optimizer_state(optimizer) if optimizer is not None else {}
+    arrays = optimizer_state(optimizer, model) if optimizer is not None else {}
     save_state(state_path(path), meta, arrays)
     save_model_weights(model, path, config=config)
     return path

@@ -19,7 +19,8 @@ import keras
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.training import checkpoints, distribute
 from mrcnn_kp.training.callbacks import (Checkpointer, GracefulInterrupt, LearningRateLogger,
-                                         NonFiniteMonitor, ScalarLogger, TrainingInterrupted)
+                                         NonFiniteMonitor, ScalarLogger, TimeBudget,
+                                         TrainingInterrupted)
 from mrcnn_kp.training.optimizer import build_optimizer
 from mrcnn_kp.training.stages import set_trainable
 from mrcnn_kp.utils import get_logger
@@ -89,6 +90,7 @@ class Trainer:
         self.layers = None
         self.optimizer_state = None  # {optimizer variable path: array} to restore next train()
         self.last_checkpoint = None
+        self.restored_optimizer_state = None  # (restored keys, fresh keys) of the last train()
         self.history = None
         self.set_log_dir()
 
@@ -137,12 +139,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def train(self, train_data, val_data, learning_rate, epochs, layers, custom_callbacks=None,
-              verbose=1):
+              verbose=1, deadline=None):
         """Train `layers` up to epoch `epochs` (matterport semantics); returns the History, or
-        None when the run is already at or past `epochs`.
+        None when there is nothing to do (already at `epochs`, or the time budget is spent).
 
         train_data, val_data: keras.utils.PyDataset of training batches (val_data may be None);
         config.STEPS_PER_EPOCH and VALIDATION_STEPS batches are drawn from them per epoch.
+        deadline: time.monotonic() value or a TimeBudget shared by the stages; training stops
+        before an epoch that would not finish in time (mid-epoch only once it has passed).
         Raises TrainingInterrupted after Ctrl-C / SIGTERM, once the checkpoint is written.
         """
         config = self.config
@@ -150,6 +154,12 @@ class Trainer:
         if epochs <= self.epoch:
             log.info("already trained %d epochs, nothing to do for epochs=%d (layers=%r)",
                      self.epoch, epochs, layers)
+            return None
+        budget = deadline if isinstance(deadline, TimeBudget) or deadline is None \
+            else TimeBudget(deadline)
+        if budget is not None and (budget.expired or budget.remaining() <= 0):
+            budget.expired = True
+            log.info("time budget spent: stage layers=%r not started", layers)
             return None
         self.layers = layers
         os.makedirs(self.log_dir, exist_ok=True)
@@ -164,8 +174,9 @@ class Trainer:
             optimizer = build_optimizer(config, learning_rate, steps, epochs,
                                         self.model.trainable_weights)
             if self.optimizer_state:
-                restored, fresh = checkpoints.restore_optimizer_state(optimizer,
-                                                                      self.optimizer_state)
+                restored, fresh = checkpoints.restore_optimizer_state(
+                    optimizer, self.model, self.optimizer_state)
+                self.restored_optimizer_state = (restored, fresh)
                 log.info("optimizer state carried over: %d variables restored, %d fresh",
                          len(restored), len(fresh))
             self.model.compile(optimizer=optimizer)
@@ -177,8 +188,11 @@ class Trainer:
         checkpointer = Checkpointer(self)
         interrupt = GracefulInterrupt(checkpointer)
         train_steps = StepsPerEpoch(train_data, steps, epoch=self.epoch)
-        callbacks = [train_steps.epoch_callback(), checkpointer, interrupt, NonFiniteMonitor(LOSS_NAMES), LearningRateLogger(),
-                     ScalarLogger(self.log_dir)]
+        callbacks = [train_steps.epoch_callback(), checkpointer, interrupt,
+                     NonFiniteMonitor(LOSS_NAMES), LearningRateLogger(), ScalarLogger(self.log_dir)]
+        if budget is not None:
+            budget.checkpointer = checkpointer
+            callbacks.append(budget)
         callbacks += list(custom_callbacks or [])
         val_steps = None
         if val_data is not None:
@@ -189,11 +203,9 @@ class Trainer:
                                           initial_epoch=start_epoch, epochs=epochs,
                                           callbacks=callbacks, verbose=verbose,
                                           shuffle=False)  # order is the data's business
-        self.optimizer_state = checkpoints.optimizer_state(self.model.optimizer)
-        completed = len(self.history.epoch) if self.history is not None else 0
-        if interrupt.partial_epoch:
-            completed -= 1  # fit reports the interrupted epoch too
-        self.epoch = start_epoch + max(completed, 0)
+        self.optimizer_state = checkpoints.optimizer_state(self.model.optimizer, self.model)
+        if checkpointer.completed_epochs is not None:
+            self.epoch = checkpointer.completed_epochs
         self.last_checkpoint = checkpointer.last_path
         if interrupt.signum is not None:
             raise TrainingInterrupted(interrupt.signum, interrupt.checkpoint)
