@@ -352,6 +352,9 @@ class TinyConfig(Config):
     STEPS_PER_EPOCH = 4
     VALIDATION_STEPS = 1
     BACKBONE = "efficientnet_lite0"
+    # The ImageNet EfficientNet-Lite0 weights expect (x - 127) / 128 (mrcnn_kp.pretrained).
+    MEAN_PIXEL = (127.0, 127.0, 127.0)
+    PIXEL_STD = (128.0, 128.0, 128.0)
     IMAGE_MIN_DIM = 128
     IMAGE_MAX_DIM = 128
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
@@ -379,6 +382,8 @@ class CpuDemoConfig(Config):
     STEPS_PER_EPOCH = 50
     VALIDATION_STEPS = 5
     BACKBONE = "efficientnet_lite0"
+    MEAN_PIXEL = (127.0, 127.0, 127.0)
+    PIXEL_STD = (128.0, 128.0, 128.0)
     TRAIN_BN = True
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
