@@ -18,6 +18,10 @@ v = 0, a keypoint array of the wrong length is dropped (the person stays, withou
 grayscale / RGBA / 16-bit images are converted to RGB uint8. Every case is counted in
 `summary`, which is logged once after loading.
 
+Keypoints are used as stored: COCO's integer pixel indices are taken as continuous
+coordinates, with no +0.5 (torchvision's convention, and the one
+mrcnn_kp.inference.coco_eval.KEYPOINT_OFFSET = 0 assumes when it writes results).
+
 The held-out split (subset="train" | "val") is a seeded permutation of the sorted image ids of
 the whole json, so the two subsets are disjoint and the same on every machine.
 """
