@@ -1,7 +1,7 @@
 """COCO person keypoints (or any COCO-format person-keypoint json) through pycocotools.
 
     dataset = CocoKeypointDataset("person_keypoints_train2017.json", "train2017/")
-    dataset.summary      # images, persons, persons with keypoints, crowd regions, skipped, converted
+    dataset.summary      # images, persons (with keypoints), crowd regions, skipped, converted
     dataset.coco         # the pycocotools COCO object, for COCOeval
     dataset.image_info[i]["id"]   # the original COCO image id of image i
 
