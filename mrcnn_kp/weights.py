@@ -178,6 +178,8 @@ def _snake(name):
 
 def _children(obj):
     """(attribute name, child) pairs in the order Keras' saver visits them."""
+    if getattr(obj, "_layers", None) == []:
+        return []  # a leaf layer: skip Keras' attribute walk, which is slow (dir() + getattr)
     try:
         from keras.src.saving.saving_lib import _walk_saveable
 

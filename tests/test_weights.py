@@ -182,10 +182,28 @@ def write_matterport_h5(model, path, strings="bytes", chunk=None, whole_model=Fa
     return path
 
 
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def source():
+    """The model files are written from (never modified by a test)."""
+    return standin(seed=0)
+
+
+@pytest.fixture(scope="module")
+def legacy_file(source, tmp_path_factory):
+    return write_matterport_h5(source, tmp_path_factory.mktemp("legacy") / "standin.h5")
+
+
+@pytest.fixture(scope="module")
+def coco_file(tmp_path_factory):
+    """An 81-class model's file, as mask_rcnn_coco.h5 is."""
+    return write_matterport_h5(standin(num_classes=81, seed=0),
+                               tmp_path_factory.mktemp("coco") / "mask_rcnn_coco.h5")
+
+
 # ----------------------------------------------------------------------------- legacy files
 @pytest.mark.parametrize("layout", ["bytes", "str_chunked_whole_model"])
-def test_legacy_matterport_h5_loads_by_name_and_reproduces_outputs(tmp_path, layout):
-    source = standin(seed=0)
+def test_legacy_matterport_h5_loads_by_name_and_reproduces_outputs(tmp_path, source, layout):
     path = tmp_path / "mask_rcnn_standin.h5"
     if layout == "bytes":
         write_matterport_h5(source, path, strings="bytes")
@@ -212,9 +230,8 @@ def test_legacy_matterport_h5_loads_by_name_and_reproduces_outputs(tmp_path, lay
     assert not np.allclose(before["mrcnn_class_logits"], want["mrcnn_class_logits"])
 
 
-def test_legacy_81_class_heads_are_skipped_and_reported(tmp_path):
-    coco = standin(num_classes=81, seed=0)
-    path = write_matterport_h5(coco, tmp_path / "mask_rcnn_coco.h5")
+def test_legacy_81_class_heads_are_skipped_and_reported(coco_file, source):
+    path = coco_file
     target = standin(num_classes=2, seed=3)
     untouched = named_weights(target)
 
@@ -229,14 +246,14 @@ def test_legacy_81_class_heads_are_skipped_and_reported(tmp_path):
     for name in mismatched:
         for x, y in zip(after[name], untouched[name]):
             np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(after["conv1"][0], named_weights(coco)["conv1"][0])
+    np.testing.assert_array_equal(after["conv1"][0], named_weights(source)["conv1"][0])
     assert "skipped 3 with other shapes: mrcnn_bbox_fc: file [(32, 324), (324,)] vs model " \
            "[(32, 8), (8,)]; mrcnn_class_logits: file [(32, 81), (81,)] vs model [(32, 2), (2,)]" \
         in report.summary()
 
 
-def test_mismatch_without_skip_raises_and_leaves_weights(tmp_path):
-    path = write_matterport_h5(standin(num_classes=81), tmp_path / "coco.h5")
+def test_mismatch_without_skip_raises_and_leaves_weights(coco_file):
+    path = coco_file
     target = standin(num_classes=2, seed=3)
     before = named_weights(target)
     with pytest.raises(W.WeightsMismatchError,
@@ -259,9 +276,8 @@ def assert_same_weights_dict(a, b):
     ([r"mrcnn_mask.*", r"bn_.*"], ["bn_conv1", "mrcnn_mask_conv1", "mrcnn_mask_deconv", "mrcnn_mask"]),
     ("rpn_model", ["rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"]),
 ])
-def test_exclude_by_name_regex_and_nested_model(tmp_path, exclude, expected):
-    source = standin(seed=0)
-    path = write_matterport_h5(source, tmp_path / "w.h5")
+def test_exclude_by_name_regex_and_nested_model(source, legacy_file, exclude, expected):
+    path = legacy_file
     target = standin(seed=5)
     before = named_weights(target)
 
@@ -276,10 +292,9 @@ def test_exclude_by_name_regex_and_nested_model(tmp_path, exclude, expected):
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-def test_exclude_rejects_a_broken_regex(tmp_path):
-    path = write_matterport_h5(standin(), tmp_path / "w.h5")
+def test_exclude_rejects_a_broken_regex(legacy_file):
     with pytest.raises(ValueError, match=r"exclude entry 'mrcnn_\(' is neither a layer name nor"):
-        W.load_weights(standin(), path, exclude=["mrcnn_("])
+        W.load_weights(standin(), legacy_file, exclude=["mrcnn_("])
 
 
 # ----------------------------------------------------------------------------- Keras 3 files
@@ -324,8 +339,7 @@ def test_model_units_match_the_paths_keras_writes(tmp_path):
     assert len(written) == 28
 
 
-def test_keras3_file_without_layer_names_falls_back_to_paths(tmp_path):
-    source = standin(seed=0)
+def test_keras3_file_without_layer_names_falls_back_to_paths(tmp_path, source):
     path = tmp_path / "old.weights.h5"
     source.save_weights(path)
     with h5py.File(path, "a") as f:  # what Keras 3 releases before the `name` metadata wrote
@@ -337,8 +351,7 @@ def test_keras3_file_without_layer_names_falls_back_to_paths(tmp_path):
     assert_same_weights(source, target)
 
 
-def test_keras_archive_loads(tmp_path):
-    source = standin(seed=0)
+def test_keras_archive_loads(tmp_path, source):
     source.save(tmp_path / "m.keras")
     target = standin(training=True, seed=2)
     assert len(W.load_weights(target, tmp_path / "m.keras").loaded) == 12
@@ -346,7 +359,7 @@ def test_keras_archive_loads(tmp_path):
 
 
 def test_save_weights_is_atomic_and_keeps_config(tmp_path, monkeypatch):
-    model = standin()
+    model = standin(seed=1)
     path = tmp_path / "ckpt.weights.h5"
     W.save_weights(model, path, config=TinyConfig())
     assert W.read_config(path).to_dict() == TinyConfig().to_dict()
@@ -389,14 +402,15 @@ def other_architecture():
     ("empty_hdf5", r"is HDF5 but holds no Keras weights"),
     ("missing", r"weights file not found: .*nothing\.h5"),
 ])
-def test_bad_files_raise_clearly_and_leave_weights_unchanged(tmp_path, case, message):
-    model = standin(seed=0)
+def test_bad_files_raise_clearly_and_leave_weights_unchanged(tmp_path, source, legacy_file,
+                                                            case, message):
+    model = source  # shared: a test that changed its weights would fail here or in the next
     path = tmp_path / "bad.h5"
     exclude = ()
     if case == "not_hdf5":
         path.write_bytes(b"<html>\n<body>404</body></html>\n")
     elif case == "truncated":
-        good = W.save_weights(standin(seed=1), tmp_path / "good.weights.h5")
+        good = W.save_weights(source, tmp_path / "good.weights.h5")
         data = open(good, "rb").read()
         path.write_bytes(data[: len(data) // 2])
     elif case == "other_names":
@@ -404,7 +418,7 @@ def test_bad_files_raise_clearly_and_leave_weights_unchanged(tmp_path, case, mes
     elif case == "other_shapes":
         path = write_matterport_h5(standin(feat=4, width=2), path)
     elif case == "all_excluded":
-        path = write_matterport_h5(standin(seed=1), path)
+        path = legacy_file
         exclude = [".*"]
     elif case == "empty_hdf5":
         with h5py.File(path, "w") as f:
@@ -417,8 +431,8 @@ def test_bad_files_raise_clearly_and_leave_weights_unchanged(tmp_path, case, mes
     assert_same_weights_dict(before, named_weights(model))
 
 
-def test_legacy_group_listed_but_missing_is_reported_as_damage(tmp_path):
-    path = write_matterport_h5(standin(), tmp_path / "w.h5")
+def test_legacy_group_listed_but_missing_is_reported_as_damage(tmp_path, source):
+    path = write_matterport_h5(source, tmp_path / "w.h5")
     with h5py.File(path, "a") as f:
         del f["bn_conv1/bn_conv1/moving_variance:0"]
     model = standin(seed=2)
@@ -427,3 +441,90 @@ def test_legacy_group_listed_but_missing_is_reported_as_damage(tmp_path):
                        match=r"weight bn_conv1/bn_conv1/moving_variance:0 is listed but missing"):
         W.load_weights(model, path)
     assert_same_weights_dict(before, named_weights(model))
+
+
+# ----------------------------------------------------------------------------- the real model
+MATTERPORT_RPN = ("rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred")
+
+
+def write_matterport_layout_from_names(model, path):
+    """A legacy .h5 as matterport's Keras-2 model wrote it for a model with our layer names:
+    the three RPN layers inside one nested `rpn_model` group, every other layer in its own
+    group (weightless ones too), weight names `<layer>/<variable>:0`, bytes strings."""
+    groups = {}  # group name -> [(weight name, array)]
+    order = []
+    for layer in model.layers:
+        group = "rpn_model" if layer.name in MATTERPORT_RPN else layer.name
+        if group not in groups:
+            groups[group] = []
+            order.append(group)
+        groups[group].extend((f"{layer.name}/{w.name}:0", np.array(w)) for w in layer.weights)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([g.encode() for g in order])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.1.6"
+        for group in sorted(order):
+            g = f.create_group(group)
+            g.attrs["weight_names"] = np.array([n.encode() for n, _ in groups[group]],
+                                               dtype="S64")
+            for name, array in groups[group]:
+                g.create_dataset(name, data=array)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_models():
+    """(training model, inference model) of TinyConfig built separately, other initial weights."""
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_training_model
+
+    config = TinyConfig()
+    keras.utils.set_random_seed(1)
+    training = build_training_model(config)
+    keras.utils.set_random_seed(2)
+    inference = build_inference_model(config)
+    return config, training, inference
+
+
+def test_real_model_checkpoint_moves_between_training_and_inference(tmp_path, real_models):
+    config, training, inference = real_models
+    units = W.model_units(inference)
+    assert {"rpn_conv_shared", "mrcnn_class_logits", "mrcnn_mask"} <= {u.name for u in units}
+    path = W.save_weights(training, tmp_path / "train.weights.h5", config=config)
+    report = W.load_weights(inference, path)
+    assert len(report.loaded) == len(units) > 100
+    assert report.absent_from_file == [] and report.missing_in_model == []
+    assert report.mismatched == []
+    assert_same_weights(training, inference)
+    assert W.read_config(path).to_dict() == config.to_dict()
+
+
+def test_real_model_loads_a_matterport_layout_file(tmp_path, real_models):
+    config, training, inference = real_models
+    keras.utils.set_random_seed(3)
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+
+    source = build_inference_model(config)
+    path = write_matterport_layout_from_names(source, tmp_path / "matterport_layout.h5")
+    with h5py.File(path) as f:
+        assert [n.decode() for n in f["rpn_model"].attrs["weight_names"]] == [
+            "rpn_conv_shared/kernel:0", "rpn_conv_shared/bias:0", "rpn_class_raw/kernel:0",
+            "rpn_class_raw/bias:0", "rpn_bbox_pred/kernel:0", "rpn_bbox_pred/bias:0"]
+    report = W.load_weights(inference, path, exclude=[r"mrcnn_keypoint_.*"])
+    assert report.file_format == "legacy" and report.mismatched == []
+    assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"} <= set(report.loaded)
+    assert report.excluded and all(n.startswith("mrcnn_keypoint_") for n in report.excluded)
+    assert report.missing_in_model == []
+    want, got = named_weights(source), named_weights(inference)
+    for name in report.loaded:
+        for x, y in zip(want[name], got[name]):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    # Then the outputs: every layer loaded -> the same detections.
+    W.load_weights(inference, path)
+    rng = np.random.default_rng(0)
+    batch = {"input_image": rng.uniform(0, 255, (2,) + config.IMAGE_SHAPE).astype("float32"),
+             "input_image_meta": np.tile(np.array(
+                 [0, 128, 128, 3, 128, 128, 3, 0, 0, 128, 128, 1] + [0] * config.NUM_CLASSES,
+                 "float32"), (2, 1))}
+    a, b = source.predict_on_batch(batch), inference.predict_on_batch(batch)
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
