@@ -528,3 +528,34 @@ def test_real_model_loads_a_matterport_layout_file(tmp_path, real_models):
     a, b = source.predict_on_batch(batch), inference.predict_on_batch(batch)
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+# ----------------------------------------------------------------------------- mrcnn-kp convert
+def test_convert_command_writes_a_keras3_file_with_the_config(tmp_path, monkeypatch, capsys,
+                                                             coco_file, source):
+    from mrcnn_kp import cli
+    from mrcnn_kp.commands import convert
+
+    monkeypatch.setattr(convert, "_build", lambda config: standin(num_classes=2, seed=8))
+    out = tmp_path / "converted.weights.h5"
+    status = cli.main(["convert", str(coco_file), str(out), "--config", "tiny",
+                       "--exclude", "mrcnn_mask.*"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "loaded 7 layers" in printed and "excluded 3: " in printed
+    assert "skipped 2 with other shapes: mrcnn_bbox_fc" in printed
+    assert W.read_config(out).NAME == "tiny"
+    target = standin(seed=9)
+    report = W.load_weights(target, out)
+    assert len(report.loaded) == 12
+    np.testing.assert_array_equal(named_weights(target)["conv1"][0],
+                                  named_weights(source)["conv1"][0])
+
+    assert cli.main(["convert", str(coco_file), str(tmp_path / "x.weights.h5"), "--config",
+                     "tiny", "--strict"]) == 1
+    assert "3 layers differ in shape from the model" in capsys.readouterr().err
+    assert not (tmp_path / "x.weights.h5").exists()
+    assert cli.main(["convert", str(coco_file), str(tmp_path / "x.h5")]) == 1
+    assert "must end in .weights.h5" in capsys.readouterr().err
+    assert cli.main(["convert", "--from", "torchvision", "kp.pth", str(out)]) == 2
+    assert "not built yet" in capsys.readouterr().err

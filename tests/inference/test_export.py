@@ -231,3 +231,22 @@ def test_onnx_export_matches(tmp_path, model, config):
     out = export.run_onnx(path, image)
     assert_matches_predictor(out, predictor_result(model, config, image), box_atol=0.05,
                              score_atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- mrcnn-kp export
+def test_export_command_writes_each_format(tmp_path, monkeypatch, capsys, model, config):
+    from mrcnn_kp import cli
+    from mrcnn_kp.commands import predict
+
+    monkeypatch.setattr(predict, "load_model",
+                        lambda args: (Predictor(model, config), config, None))
+    out = tmp_path / "standin.tflite"
+    assert cli.main(["export", "--format", "tflite", "--weights", "none", "-o", str(out)]) == 0
+    assert "TFLite builtin ops only" in capsys.readouterr().out
+    assert out.stat().st_size > 10_000
+    if not export.onnx_available():
+        assert cli.main(["export", "--format", "onnx", "--weights", "none"]) == 1
+        assert "pip install 'mrcnn_kp[onnx]'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["export", "--weights", "none", "-o", str(tmp_path / "file")]) == 1
+    assert "is a file; a SavedModel is a folder" in capsys.readouterr().err
