@@ -30,7 +30,7 @@ EfficientNet-Lite0 layer names and block table
 -----------------------------------------------
 Names are `lite0_stem_*` for everything at stride 2 and `lite0_stage{L}_*` where L is the output
 stride level of the block (2: stride 4, 3: stride 8, 4: stride 16, 5: stride 32), so a "4+" regex
-selects exactly the layers at stride 16 and coarser. N in `block{N}` is the global block number,
+selects exactly the blocks whose output is at stride 16 or coarser. N in `block{N}` is the global block number,
 the N of lukemelas' `_blocks.N`.
 
     N   level  in -> out  kernel stride expand   C-tap
@@ -75,6 +75,15 @@ has no Keras twin and is skipped. Layouts (`torch_to_keras_weight` applies them)
 conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise (C, 1, kh, kw) -> (kh, kw, C, 1);
 dense (out, in) -> (in, out); bn vectors are copied as they are. The file has 296 entries:
 49 conv/depthwise kernels, 49 BN layers x 5 (4 mapped + num_batches_tracked), and `_fc` (2).
+
+Checked against that file (efficientnet-lite0-57934424.pth): all 245 + 2 tensors fit, none left
+over; with a pooled `lite0_fc` on top, skimage's chelsea at 224 px is class 285 (Egyptian cat,
+p = 0.78) on TensorFlow and on JAX (logits equal within 1e-5). Parameters: 3,371,008 trainable
+(the file's 4,652,008 less the 1,281,000 of `_fc`); ResNet-50 23,587,712 and ResNet-101
+42,658,176 with BN statistics, equal to keras.applications' include_top=False counts.
+
+Initial weights are drawn with numpy (`HostVarianceScaling`): on JAX a backend initialiser
+compiles one RNG program per weight shape, which made building Lite0 take 40 s instead of 6 s.
 """
 import math
 import re
