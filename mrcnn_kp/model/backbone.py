@@ -30,8 +30,8 @@ EfficientNet-Lite0 layer names and block table
 -----------------------------------------------
 Names are `lite0_stem_*` for everything at stride 2 and `lite0_stage{L}_*` where L is the output
 stride level of the block (2: stride 4, 3: stride 8, 4: stride 16, 5: stride 32), so a "4+" regex
-selects exactly the blocks whose output is at stride 16 or coarser. N in `block{N}` is the global block number,
-the N of lukemelas' `_blocks.N`.
+selects exactly the blocks whose output is at stride 16 or coarser. N in `block{N}` is the global
+block number, the N of lukemelas' `_blocks.N`.
 
     N   level  in -> out  kernel stride expand   C-tap
     0   stem   32 -> 16   3      1      1
@@ -70,8 +70,8 @@ Mapping to the lukemelas EfficientNet-PyTorch state_dict (`efficientnet-lite0-py
     _bn1.*                            lite0_stage5_head_bn                              bn
     _fc.weight, _fc.bias              (classifier only) lite0_fc (kernel, bias)         dense
 
-P is `stem` for block 0 and `stage{L}` otherwise; block 0 has no expand conv. `*.num_batches_tracked`
-has no Keras twin and is skipped. Layouts (`torch_to_keras_weight` applies them):
+P is `stem` for block 0 and `stage{L}` otherwise; block 0 has no expand conv.
+`*.num_batches_tracked` has no Keras twin and is skipped. Layouts (`torch_to_keras_weight` applies them):
 conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise (C, 1, kh, kw) -> (kh, kw, C, 1);
 dense (out, in) -> (in, out); bn vectors are copied as they are. The file has 296 entries:
 49 conv/depthwise kernels, 49 BN layers x 5 (4 mapped + num_batches_tracked), and `_fc` (2).
