@@ -10,7 +10,9 @@ RPN rules are matterport's (build_rpn_targets):
   region (IoU > 0.001): crowd regions are neither objects nor background;
 - positives are subsampled to at most half of RPN_TRAIN_ANCHORS_PER_IMAGE, then negatives to
   the rest, with the caller's seeded generator.
-IoU is computed with mrcnn_kp.ops.boxes.box_iou_numpy, only for the anchors that touch a box.
+IoU is computed with mrcnn_kp.ops.boxes.box_iou_numpy, only for the anchors that touch a box
+and whose area allows an IoU >= RPN_NEGATIVE_IOU (AnchorIndex); the result is the same as
+computing every anchor's IoU.
 """
 import numpy as np
 
@@ -21,54 +23,108 @@ from mrcnn_kp.ops.boxes import box_iou_numpy, encode_deltas_numpy
 CROWD_IOU_THRESHOLD = 0.001
 
 
+class AnchorIndex:
+    """Anchors sorted by area, so the anchors that can reach a given IoU with a box are found
+    by two binary searches instead of a scan of every anchor.
+
+    IoU(a, b) <= min(area a, area b) / max(area a, area b), so an anchor can only reach IoU t
+    with a box if its area lies in [t * area, area / t].
+    """
+
+    def __init__(self, anchors):
+        self.anchors = np.asarray(anchors, dtype=np.float32)  # [A, 4]
+        areas = ((self.anchors[:, 2] - self.anchors[:, 0])
+                 * (self.anchors[:, 3] - self.anchors[:, 1]))  # [A]
+        self.order = np.argsort(areas, kind="stable")  # [A]
+        self.sorted_areas = areas[self.order]  # [A]
+
+    def __len__(self):
+        return self.anchors.shape[0]
+
+    def candidates(self, boxes, min_iou):
+        """Sorted indices of the anchors that touch some box [N, 4] and could reach min_iou
+        with it (every touching anchor when min_iou is 0)."""
+        picked = []
+        for box in np.asarray(boxes, dtype=np.float32).reshape(-1, 4):
+            area = float((box[2] - box[0]) * (box[3] - box[1]))
+            if min_iou > 0:
+                lo = np.searchsorted(self.sorted_areas, area * min_iou, side="left")
+                hi = np.searchsorted(self.sorted_areas, area / min_iou, side="right")
+                index = self.order[lo:hi]
+            else:
+                index = self.order
+            picked.append(index[_touching(self.anchors[index], box[None])])
+        if not picked:
+            return np.zeros((0,), dtype=np.int64)
+        return np.unique(np.concatenate(picked))
+
+
 def build_rpn_targets(anchors, gt_class_ids, gt_boxes, config, rng):
     """Anchor labels and regression targets of one image.
 
-    anchors: float32 [A, 4] (x1, y1, x2, y2) molded pixels (generate_pyramid_anchors).
+    anchors: float32 [A, 4] (x1, y1, x2, y2) molded pixels (generate_pyramid_anchors), or an
+        AnchorIndex of them (faster when reused: rpn_targets_for_config caches one).
     gt_class_ids: int [N]; > 0 objects, < 0 crowd regions, 0 ignored (padding).
     gt_boxes: float32 [N, 4] (x1, y1, x2, y2) molded pixels.
     rng: numpy Generator used for the balanced subsampling.
     Returns rpn_match int32 [A] (1 positive, -1 negative, 0 neutral) and rpn_bbox float32
     [A, 4]: (dy, dx, log dh, log dw) / RPN_BBOX_STD_DEV for positives, 0 elsewhere.
     """
-    anchors = np.asarray(anchors, dtype=np.float32)
+    index = anchors if isinstance(anchors, AnchorIndex) else AnchorIndex(anchors)
+    anchors = index.anchors
     gt_class_ids = np.asarray(gt_class_ids).reshape(-1)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
-    num_anchors = anchors.shape[0]
+    num_anchors = len(index)
     rpn_match = np.zeros([num_anchors], dtype=np.int32)  # [A]
     rpn_bbox = np.zeros([num_anchors, 4], dtype=np.float32)  # [A, 4]
 
     crowd_boxes = gt_boxes[gt_class_ids < 0]  # [C, 4]
     object_boxes = gt_boxes[gt_class_ids > 0]  # [G, 4]
-    # IoU is computed only for anchors that touch some box: the others have IoU 0 with all
-    # of them, and they are most of the 261,888 anchors at 1024 px.
     no_crowd = np.ones([num_anchors], dtype=bool)  # [A]
     if len(crowd_boxes):
-        near = np.flatnonzero(_touching(anchors, crowd_boxes))  # [a]
+        near = index.candidates(crowd_boxes, 0.0)  # [a] every anchor touching a crowd
         if len(near):
             crowd_iou = box_iou_numpy(anchors[near], crowd_boxes)  # [a, C]
             no_crowd[near] = crowd_iou.max(axis=1) < CROWD_IOU_THRESHOLD
 
     anchor_best_gt = np.zeros([num_anchors], dtype=np.int64)  # [A]
     if len(object_boxes):
-        near = np.flatnonzero(_touching(anchors, object_boxes))  # [a]
+        # Only these anchors can have IoU >= RPN_NEGATIVE_IOU; all others are below it.
+        threshold = float(config.RPN_NEGATIVE_IOU)
+        near = index.candidates(object_boxes, threshold)  # [a]
         overlaps = box_iou_numpy(anchors[near], object_boxes)  # [a, G]
         anchor_best_iou = np.zeros([num_anchors], dtype=np.float32)  # [A]
+        gt_best_iou = np.zeros([len(object_boxes)], dtype=np.float32)  # [G]
         if len(near):
             anchor_best_gt[near] = overlaps.argmax(axis=1)
             anchor_best_iou[near] = overlaps.max(axis=1)
+            gt_best_iou = overlaps.max(axis=0)
         rpn_match[(anchor_best_iou < config.RPN_NEGATIVE_IOU) & no_crowd] = -1
-        # Every person's best anchor(s) are positive, whatever their IoU (if any overlap).
+        # Every person's best anchor(s) are positive, whatever their IoU (if any overlap). A
+        # best IoU >= threshold found among `near` is the best of all anchors.
+        found = gt_best_iou >= threshold  # [G]
         if len(near):
-            gt_best_iou = overlaps.max(axis=0)  # [G]
-            best_for_some_gt = (overlaps == gt_best_iou[None, :]) & (gt_best_iou[None, :] > 0)
+            best_for_some_gt = ((overlaps == gt_best_iou[None, :]) & (gt_best_iou[None, :] > 0)
+                                & found[None, :])  # [a, G]
             rpn_match[near[best_for_some_gt.any(axis=1)]] = 1
+        for g in np.flatnonzero(~found):
+            # No anchor reaches the threshold with this person (tiny, or a rare shape): its
+            # best anchors can be anywhere, so search every anchor touching it.
+            touching = index.candidates(object_boxes[g:g + 1], 0.0)  # [t]
+            if not len(touching):
+                continue
+            iou = box_iou_numpy(anchors[touching], object_boxes[g:g + 1])[:, 0]  # [t]
+            if iou.max() <= 0:
+                continue
+            best = touching[iou == iou.max()]
+            rpn_match[best] = 1
+            anchor_best_gt[best] = box_iou_numpy(anchors[best], object_boxes).argmax(axis=1)
         rpn_match[anchor_best_iou >= config.RPN_POSITIVE_IOU] = 1
     else:
         rpn_match[no_crowd] = -1
 
     # Balance: at most half positives, negatives fill the rest. Drawing the few anchors to
-    # keep (not the many to drop) is the same uniform subset, and 1000x cheaper at 1024 px.
+    # keep (not the many to drop) is the same uniform subset, and far cheaper at 1024 px.
     budget = int(config.RPN_TRAIN_ANCHORS_PER_IMAGE)
     positive = np.flatnonzero(rpn_match == 1)
     if len(positive) > budget // 2:
@@ -96,9 +152,22 @@ def _touching(anchors, boxes):
     return hit
 
 
+_ANCHOR_INDEX_CACHE = {}
+
+
+def anchor_index_for_config(config):
+    """The AnchorIndex of config's anchors, built once per anchor layout."""
+    anchors = generate_pyramid_anchors(config)  # cached, read-only
+    key = (id(anchors), anchors.shape)
+    if key not in _ANCHOR_INDEX_CACHE:
+        _ANCHOR_INDEX_CACHE.clear()  # one layout at a time is the normal case
+        _ANCHOR_INDEX_CACHE[key] = (anchors, AnchorIndex(anchors))  # keeps anchors alive
+    return _ANCHOR_INDEX_CACHE[key][1]
+
+
 def rpn_targets_for_config(gt_class_ids, gt_boxes, config, rng):
-    """build_rpn_targets with the config's anchors (cached by mrcnn_kp.ops.anchors)."""
-    return build_rpn_targets(generate_pyramid_anchors(config), gt_class_ids, gt_boxes, config,
+    """build_rpn_targets with the config's anchors (index cached)."""
+    return build_rpn_targets(anchor_index_for_config(config), gt_class_ids, gt_boxes, config,
                              rng)
 
 

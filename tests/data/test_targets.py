@@ -8,7 +8,7 @@ from mrcnn_kp.config import TinyConfig
 from mrcnn_kp.data import targets
 from mrcnn_kp.data.pipeline import DataGenerator
 from mrcnn_kp.ops.anchors import generate_pyramid_anchors
-from mrcnn_kp.ops.boxes import decode_deltas_numpy
+from mrcnn_kp.ops.boxes import box_iou_numpy, decode_deltas_numpy, encode_deltas_numpy
 from mrcnn_kp.ops.keypoints import decode_heatmaps, encode_keypoints_numpy
 
 GT = np.array([10, 10, 50, 50], np.float32)
@@ -71,6 +71,48 @@ def test_rpn_sampling_is_balanced_and_seeded():
     big = TinyConfig(RPN_POSITIVE_IOU=0.3)
     match, _ = targets.build_rpn_targets(anchors, [1, 1, 1], boxes, big, np.random.default_rng(0))
     assert (match == 1).sum() == budget // 2 and (match == -1).sum() == budget // 2
+
+
+def reference_rpn_match(anchors, class_ids, boxes, config):
+    """matterport's build_rpn_targets before subsampling: every anchor's IoU, brute force."""
+    class_ids, boxes = np.asarray(class_ids), np.asarray(boxes, np.float32)
+    match = np.zeros(len(anchors), np.int32)
+    no_crowd = np.ones(len(anchors), bool)
+    if (class_ids < 0).any():
+        no_crowd = box_iou_numpy(anchors, boxes[class_ids < 0]).max(axis=1) < 0.001
+    objects = boxes[class_ids > 0]
+    if not len(objects):
+        match[no_crowd] = -1
+        return match, np.zeros(len(anchors), np.int64)
+    overlaps = box_iou_numpy(anchors, objects)  # [A, G]
+    best_gt, best_iou = overlaps.argmax(axis=1), overlaps.max(axis=1)
+    match[(best_iou < config.RPN_NEGATIVE_IOU) & no_crowd] = -1
+    gt_best = overlaps.max(axis=0)
+    match[((overlaps == gt_best) & (gt_best > 0)).any(axis=1)] = 1
+    match[best_iou >= config.RPN_POSITIVE_IOU] = 1
+    return match, best_gt
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rpn_matches_equal_a_brute_force_reference(seed):
+    """The anchor pruning (AnchorIndex) changes nothing: random persons from 3 px to the whole
+    image, crowd regions, with sampling off (a budget larger than the anchors)."""
+    config = TinyConfig(RPN_TRAIN_ANCHORS_PER_IMAGE=10 ** 6)
+    anchors = generate_pyramid_anchors(config)
+    rng = np.random.default_rng(seed)
+    n = 8
+    size = np.exp(rng.uniform(np.log(3), np.log(128), (n, 2)))  # [n, 2] w, h
+    corner = rng.uniform(-10, 128, (n, 2))
+    boxes = np.concatenate([corner, corner + size], axis=1).clip(0, 128).astype(np.float32)
+    class_ids = np.where(rng.random(n) < 0.2, -1, 1)
+    match, deltas = targets.build_rpn_targets(anchors, class_ids, boxes, config, rng)
+    want, best_gt = reference_rpn_match(anchors, class_ids, boxes, config)
+    np.testing.assert_array_equal(match, want)
+    positive = want == 1
+    objects = boxes[class_ids > 0]
+    expected = encode_deltas_numpy(objects[best_gt[positive]], anchors[positive],
+                                   config.RPN_BBOX_STD_DEV)
+    np.testing.assert_allclose(deltas[positive], expected, atol=1e-6)
 
 
 # ------------------------------------------------------------------ mini masks
