@@ -71,10 +71,14 @@ Mapping to the lukemelas EfficientNet-PyTorch state_dict (`efficientnet-lite0-py
     _fc.weight, _fc.bias              (classifier only) lite0_fc (kernel, bias)         dense
 
 P is `stem` for block 0 and `stage{L}` otherwise; block 0 has no expand conv.
-`*.num_batches_tracked` has no Keras twin and is skipped. Layouts (`torch_to_keras_weight`
-applies them): conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise (C, 1, kh, kw) ->
-(kh, kw, C, 1); dense (out, in) -> (in, out); bn vectors are copied as they are. The file has 296 entries:
-49 conv/depthwise kernels, 49 BN layers x 5 (4 mapped + num_batches_tracked), and `_fc` (2).
+`*.num_batches_tracked` has no Keras twin and is skipped. Layouts, applied by
+`torch_to_keras_weight`:
+    conv       (out, in, kh, kw) -> (kh, kw, in, out)
+    depthwise  (C, 1, kh, kw)    -> (kh, kw, C, 1)
+    dense      (out, in)         -> (in, out)
+    bn, vector copied as they are
+The file has 296 entries: 49 conv/depthwise kernels, 49 BN layers x 5 (4 mapped +
+num_batches_tracked), and `_fc` (2).
 
 Checked against that file (efficientnet-lite0-57934424.pth): all 245 + 2 tensors fit, none left
 over; with a pooled `lite0_fc` on top, skimage's chelsea at 224 px is class 285 (Egyptian cat,
