@@ -51,11 +51,15 @@ class PyramidRoiAlign(keras.layers.Layer):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.mode = mode
+        if mode != "roi_align":
+            raise NotImplementedError(f"ROI_ALIGN_MODE {mode!r} is not available in "
+                                      f"mrcnn_kp.ops.roi_align yet; use 'roi_align'")
 
     def call(self, boxes, feature_maps):
-        return roi_align_ops.pyramid_roi_align(
-            list(feature_maps), boxes, output_size=self.pool_size, image_shape=self.image_shape,
-            sampling_ratio=self.sampling_ratio, aligned=self.aligned, mode=self.mode)
+        return roi_align_ops.pyramid_roi_align_batched(
+            list(feature_maps), boxes, output_size=self.pool_size,
+            image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned)  # [B, N, size, size, C]
 
     def compute_output_shape(self, boxes_shape, feature_maps_shape):
         channels = feature_maps_shape[0][-1]

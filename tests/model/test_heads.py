@@ -1,0 +1,124 @@
+"""ROI heads: output shapes, matterport / Mask_RCNN_Humanpose weight names and shapes, BN switch,
+and the ROI-axis folding layers."""
+import keras
+import numpy as np
+import pytest
+
+from mrcnn_kp.config import Config, TinyConfig
+from mrcnn_kp.model.heads import (BoxHead, FirstRois, KeypointHead, MaskHead, MergeRoiAxis,
+                                  PyramidRoiAlign, SplitRoiAxis)
+
+NUM_ROIS = 3
+
+
+def head_model(head, config, channels, num_rois=NUM_ROIS):
+    side = config.IMAGE_SHAPE[0]
+    rois = keras.Input((num_rois, 4))
+    maps = [keras.Input((side // s, side // s, channels)) for s in (4, 8, 16, 32)]
+    return keras.Model([rois] + maps, head(rois, maps))
+
+
+def run(model, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    side = 4 * model.inputs[1].shape[1]
+    xy = rng.uniform(0, side / 2, (batch, NUM_ROIS, 2))
+    rois = np.concatenate([xy, xy + rng.uniform(8, side / 2, (batch, NUM_ROIS, 2))], -1)
+    maps = [rng.normal(size=(batch,) + tuple(t.shape[1:])) for t in model.inputs[1:]]
+    out = model([rois.astype("float32")] + [m.astype("float32") for m in maps])
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
+
+
+def weight_shapes(model):
+    return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in model.layers
+            if layer.weights}
+
+
+def bn(width):
+    return [(width,)] * 4  # gamma, beta, moving mean, moving variance
+
+
+MATTERPORT_512 = Config(IMAGE_MAX_DIM=256, IMAGE_MIN_DIM=256)  # 2 classes, 256-channel FPN
+
+
+# ------------------------------------------------------------------------------ shapes
+def test_box_head_shapes():
+    config = TinyConfig()
+    logits, probs, deltas = run(head_model(BoxHead(config), config, 32))
+    assert logits.shape == (2, NUM_ROIS, 2) and deltas.shape == (2, NUM_ROIS, 2, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_mask_head_shape():
+    config = TinyConfig()
+    assert run(head_model(MaskHead(config), config, 32)).shape == (2, NUM_ROIS, 28, 28, 2)
+
+
+@pytest.mark.parametrize("variant", ["deconv4", "humanpose"])
+def test_keypoint_head_shape(variant):
+    config = TinyConfig(KEYPOINT_HEAD=variant)
+    out = run(head_model(KeypointHead(config), config, 32))
+    assert out.shape == (2, NUM_ROIS, 56, 56, 17)
+
+
+# ------------------------------------------------------------------------------ names
+def test_box_and_mask_heads_match_matterport_weights():
+    config = MATTERPORT_512
+    box = weight_shapes(head_model(BoxHead(config), config, 256))
+    assert box == {
+        "mrcnn_class_conv1": [(7, 7, 256, 1024), (1024,)], "mrcnn_class_bn1": bn(1024),
+        "mrcnn_class_conv2": [(1, 1, 1024, 1024), (1024,)], "mrcnn_class_bn2": bn(1024),
+        "mrcnn_class_logits": [(1024, 2), (2,)], "mrcnn_bbox_fc": [(1024, 8), (8,)]}
+    mask = weight_shapes(head_model(MaskHead(config), config, 256))
+    expected = {}
+    for i in range(1, 5):
+        expected[f"mrcnn_mask_conv{i}"] = [(3, 3, 256, 256), (256,)]
+        expected[f"mrcnn_mask_bn{i}"] = bn(256)
+    expected["mrcnn_mask_deconv"] = [(2, 2, 256, 256), (256,)]  # Keras (kh, kw, out, in)
+    expected["mrcnn_mask"] = [(1, 1, 256, 2), (2,)]
+    assert mask == expected
+
+
+def test_humanpose_keypoint_head_matches_mask_rcnn_humanpose_weights():
+    config = Config(IMAGE_MAX_DIM=256, IMAGE_MIN_DIM=256, KEYPOINT_HEAD="humanpose")
+    shapes = weight_shapes(head_model(KeypointHead(config), config, 256))
+    expected = {}
+    for i in range(1, 9):
+        expected[f"mrcnn_keypoint_mask_conv{i}"] = [(3, 3, 256 if i == 1 else 512, 512), (512,)]
+        expected[f"mrcnn_keypoint_mask_bn{i}"] = bn(512)
+    expected["mrcnn_keypoint_mask_deconv"] = [(2, 2, 17, 512), (17,)]
+    assert shapes == expected
+
+
+def test_deconv4_keypoint_head_is_the_published_layout():
+    config = MATTERPORT_512
+    shapes = weight_shapes(head_model(KeypointHead(config), config, 256))
+    expected = {f"mrcnn_keypoint_conv{i}": [(3, 3, 256 if i == 1 else 512, 512), (512,)]
+                for i in range(1, 9)}
+    expected["mrcnn_keypoint_deconv"] = [(4, 4, 17, 512), (17,)]
+    assert shapes == expected
+
+
+@pytest.mark.parametrize("train_bn", [False, True])
+def test_head_batch_norm_follows_train_bn(train_bn):
+    config = TinyConfig(TRAIN_BN=train_bn)
+    head = BoxHead(config)
+    assert head.bn1.frozen is (not train_bn) and head.bn2.frozen is (not train_bn)
+
+
+# ------------------------------------------------------------------------------ helpers
+def test_roi_axis_folding_round_trip_and_config():
+    x = np.arange(2 * 3 * 5, dtype="float32").reshape(2, 3, 5)
+    merged = np.asarray(MergeRoiAxis()(x))
+    assert merged.shape == (6, 5)
+    split = SplitRoiAxis.from_config(SplitRoiAxis(3).get_config())
+    np.testing.assert_array_equal(np.asarray(split(merged)), x)
+    first = FirstRois.from_config(FirstRois(2).get_config())
+    np.testing.assert_array_equal(np.asarray(first(x)), x[:, :2])
+
+
+def test_pyramid_roi_align_layer_config_and_unknown_mode():
+    layer = PyramidRoiAlign(7, (128, 128, 3), 2, True, name="roi")
+    again = PyramidRoiAlign.from_config(layer.get_config())
+    assert (again.pool_size, again.image_shape, again.aligned) == (7, (128, 128, 3), True)
+    with pytest.raises(NotImplementedError, match="crop_and_resize"):
+        PyramidRoiAlign(7, (128, 128, 3), mode="crop_and_resize")
