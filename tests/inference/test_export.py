@@ -250,3 +250,29 @@ def test_export_command_writes_each_format(tmp_path, monkeypatch, capsys, model,
     (tmp_path / "file").write_text("x")
     assert cli.main(["export", "--weights", "none", "-o", str(tmp_path / "file")]) == 1
     assert "is a file; a SavedModel is a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the real model
+@pytest.fixture(scope="module")
+def real_model():
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+
+    config = TinyConfig(IMAGES_PER_GPU=1)  # DETECTION_MIN_CONFIDENCE 0: D detections
+    keras.utils.set_random_seed(0)
+    return config, build_inference_model(config)
+
+
+def test_real_model_saved_model_and_tflite_match_the_predictor(tmp_path, real_model):
+    config, model = real_model
+    image = image_of(100, 64, seed=11)
+    ref = predictor_result(model, config, image)
+
+    export.export_saved_model(model, config, tmp_path / "tiny")
+    serve = tf.saved_model.load(str(tmp_path / "tiny")).signatures["serving_default"]
+    out = {name: value.numpy() for name, value in serve(image=tf.constant(image)).items()}
+    assert_matches_predictor(out, ref, box_atol=1e-3, score_atol=1e-5)
+
+    report = export.export_tflite(model, config, tmp_path / "tiny.tflite")
+    print(report.summary())
+    out = export.run_tflite(report.path, image)
+    assert_matches_predictor(out, ref, box_atol=0.05, score_atol=1e-4)
