@@ -13,6 +13,8 @@ import math
 import numpy as np
 from keras import ops
 
+from mrcnn_kp.ops import backend
+
 # Smallest side a reference box is given in delta maths, so zero-size boxes stay finite.
 MIN_SIDE = 1e-3
 # Largest log-scale a decoded box may grow by (detectron2 / torchvision: log(1000 / 16)).
@@ -149,3 +151,124 @@ def decode_deltas_numpy(deltas, reference, std):
 def clip_boxes_numpy(boxes, window):
     """numpy twin of clip_boxes."""
     return _clip(np, _array(boxes), _array(window))
+
+
+# ------------------------------------------------------------------ non-maximum suppression
+def _static_length(x):
+    length = x.shape[0]
+    return None if length is None else int(length)
+
+
+def _greedy_nms(boxes, scores, class_ids, iou_threshold, max_output):
+    """Greedy NMS in keras.ops: a while loop that selects one box per iteration.
+
+    Boxes are visited by decreasing score (ties: lower index first); a box is dropped when its
+    IoU with an already selected box of the same class is > iou_threshold. -> (indices
+    [max_output] int32 padded with -1, count int32).
+    """
+    num_boxes = _static_length(scores)
+    num_boxes = ops.shape(scores)[0] if num_boxes is None else num_boxes
+    order = ops.top_k(scores, num_boxes, sorted=True)[1]  # [N] stable: ties by index
+    sorted_boxes = ops.take(boxes, order, axis=0)  # [N, 4]
+    sorted_classes = ops.take(class_ids, order, axis=0)  # [N]
+    # -inf and NaN scores are never selected (the TF kernel's rule too).
+    alive = ops.take(scores, order, axis=0) > float("-inf")  # [N]
+    positions = ops.arange(num_boxes, dtype="int32")
+    slots = ops.arange(max_output, dtype="int32")
+
+    def cond(alive, selected, count):
+        return ops.logical_and(count < max_output, ops.any(alive))
+
+    def body(alive, selected, count):
+        pos = ops.cast(ops.argmax(ops.cast(alive, "int32")), "int32")  # first alive = best
+        best_box = ops.take(sorted_boxes, pos[None], axis=0)  # [1, 4]
+        overlap = _iou(ops, best_box, sorted_boxes)[0]  # [N]
+        same_class = ops.take(sorted_classes, pos) == sorted_classes
+        suppressed = ops.logical_and(overlap > iou_threshold, same_class)
+        alive = alive & ops.logical_not(suppressed) & (positions != pos)
+        selected = ops.where(slots == count, ops.take(order, pos), selected)
+        return alive, selected, count + 1
+
+    selected = ops.full((max_output,), -1, dtype="int32")
+    _, selected, count = ops.while_loop(
+        cond, body, (alive, selected, ops.convert_to_tensor(0, dtype="int32")))
+    return selected, count
+
+
+def _nms_inputs(boxes, scores):
+    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    return boxes, scores
+
+
+def _empty_result(max_output, lead=()):
+    return (ops.full(tuple(lead) + (max_output,), -1, dtype="int32"),
+            ops.zeros(tuple(lead), dtype="int32"))
+
+
+def nms(boxes, scores, iou_threshold, max_output, use_fast_path=True):
+    """Greedy non-maximum suppression with a static output shape.
+
+    boxes [N, 4] (x1, y1, x2, y2), scores [N] -> (indices [max_output] int32 padded with -1,
+    count int32): the boxes torchvision.ops.nms keeps, in its order (decreasing score, ties by
+    lower index), truncated to max_output. A box is suppressed when its IoU with a kept box is
+    > iou_threshold. Boxes scored -inf (or NaN) are never kept: use that to mask padding.
+    use_fast_path=False forces the keras.ops loop (the reference for backend fast paths).
+    """
+    boxes, scores = _nms_inputs(boxes, scores)
+    max_output = int(max_output)
+    if _static_length(scores) == 0:
+        return _empty_result(max_output)
+    if use_fast_path:
+        fast = backend.nms(boxes, scores, iou_threshold, max_output)
+        if fast is not None:
+            return fast
+    return _greedy_nms(boxes, scores, ops.zeros_like(scores, dtype="int32"), iou_threshold,
+                       max_output)
+
+
+def _class_offset_boxes(boxes, class_ids):
+    """Shift each class's boxes to its own region so boxes of different classes never overlap
+    (torchvision's batched_nms trick)."""
+    coords = ops.concatenate([ops.reshape(boxes, (-1,)), ops.zeros((1,), "float32")], axis=0)
+    span = ops.max(coords) - ops.min(coords) + 1.0
+    return boxes + (ops.cast(class_ids, "float32") * span)[:, None]
+
+
+def nms_per_class(boxes, scores, class_ids, iou_threshold, max_output, use_fast_path=True):
+    """NMS done independently per class (torchvision.ops.batched_nms), static output.
+
+    boxes [N, 4], scores [N], class_ids [N] int -> (indices [max_output] int32 padded with -1,
+    count): the union of every class's kept boxes ordered by decreasing score, truncated to
+    max_output (the same set as matterport's per-class NMS followed by top-k). Boxes scored
+    -inf are never kept (mask background / low-confidence rows that way).
+    """
+    boxes, scores = _nms_inputs(boxes, scores)
+    class_ids = ops.cast(ops.convert_to_tensor(class_ids), "int32")
+    max_output = int(max_output)
+    if _static_length(scores) == 0:
+        return _empty_result(max_output)
+    if use_fast_path:
+        fast = backend.nms(_class_offset_boxes(boxes, class_ids), scores, iou_threshold,
+                           max_output)
+        if fast is not None:
+            return fast
+    return _greedy_nms(boxes, scores, class_ids, iou_threshold, max_output)
+
+
+def nms_batched(boxes, scores, iou_threshold, max_output, use_fast_path=True):
+    """nms for each image: boxes [B, N, 4], scores [B, N] -> (indices [B, max_output] int32
+    padded with -1, counts [B] int32). Indices point into each image's own N boxes."""
+    boxes, scores = _nms_inputs(boxes, scores)
+    max_output = int(max_output)
+    if scores.shape[-1] == 0:
+        return _empty_result(max_output, (ops.shape(scores)[0],))
+
+    def one_image(image_boxes, image_scores):
+        return nms(image_boxes, image_scores, iou_threshold, max_output, use_fast_path)
+
+    mapped = backend.nms_batched(boxes, scores, iou_threshold, max_output, one_image)
+    if mapped is not None:
+        return mapped
+    results = [one_image(boxes[i], scores[i]) for i in range(int(scores.shape[0]))]
+    return (ops.stack([r[0] for r in results]), ops.stack([r[1] for r in results]))

@@ -1,0 +1,59 @@
+"""The one module allowed to import tensorflow or jax: fast paths for ops that keras.ops
+expresses slowly on some backend. Each function returns None when the running backend has no
+fast path, and the caller then uses its keras.ops version (which is also the reference the
+fast paths are tested against).
+
+TensorFlow: NMS runs on the NonMaxSuppressionV4 kernel (greedy, suppresses on IoU > threshold,
+ties to the lower index, padded output, has an XLA lowering).
+JAX: the keras.ops versions already lower to jax.lax loops and fused gathers, so no fast path
+is needed; only the batched NMS uses jax.vmap instead of a loop over images.
+"""
+import keras
+
+
+def backend_name():
+    return keras.backend.backend()
+
+
+def _non_collapsed(boxes):
+    """Boxes with x2 < x1 (or y2 < y1) collapsed to zero width, so every kernel sees area 0
+    for them, as ops.boxes does (the TF kernel would otherwise swap the corners)."""
+    import tensorflow as tf
+
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    return tf.stack([y1, x1, tf.maximum(y2, y1), tf.maximum(x2, x1)], axis=-1)  # (y1, x1, y2, x2)
+
+
+def nms(boxes, scores, iou_threshold, max_output):
+    """(indices [max_output] int32 padded with -1, count int32) or None.
+
+    boxes [N, 4] (x1, y1, x2, y2) float32, scores [N] float32; boxes scored -inf or NaN are
+    never selected.
+    """
+    if backend_name() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    selected, count = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=_non_collapsed(boxes), scores=scores, max_output_size=int(max_output),
+        iou_threshold=float(iou_threshold), score_threshold=float("-inf"),
+        pad_to_max_output_size=True)
+    slots = tf.range(int(max_output))
+    return tf.where(slots < count, selected, -1), count
+
+
+def nms_batched(boxes, scores, iou_threshold, max_output, single_image_nms):
+    """NMS per image: boxes [B, N, 4], scores [B, N] -> ([B, max_output] int32, [B] int32), or
+    None. single_image_nms(boxes, scores) is the one-image version to map over the batch."""
+    name = backend_name()
+    if name == "jax":
+        import jax
+
+        return jax.vmap(single_image_nms)(boxes, scores)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.map_fn(lambda args: single_image_nms(args[0], args[1]), (boxes, scores),
+                         fn_output_signature=(tf.TensorSpec([int(max_output)], tf.int32),
+                                              tf.TensorSpec([], tf.int32)))
+    return None
