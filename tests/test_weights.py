@@ -297,6 +297,19 @@ def test_exclude_rejects_a_broken_regex(legacy_file):
         W.load_weights(standin(), legacy_file, exclude=["mrcnn_("])
 
 
+def test_by_position_loads_the_same_architecture(legacy_file, source):
+    target = standin(seed=6)
+    report = W.load_weights(target, legacy_file, by_name=False)
+    assert len(report.loaded) == 12
+    assert_same_weights(source, target)
+
+def test_by_position_reports_mismatches_too(coco_file):
+    report = W.load_weights(standin(seed=6), coco_file, by_name=False)
+    assert len(report.loaded) == 9
+    assert sorted(name for name, _, _ in report.mismatched) == [
+        "mrcnn_bbox_fc", "mrcnn_class_logits", "mrcnn_mask"]
+
+
 # ----------------------------------------------------------------------------- Keras 3 files
 def test_keras3_checkpoint_from_training_graph_loads_into_inference_graph(tmp_path):
     train = standin(training=True, seed=0)
