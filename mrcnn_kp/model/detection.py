@@ -38,18 +38,14 @@ def window_from_meta(image_meta):
 def class_aware_nms(boxes, scores, class_ids, iou_threshold, max_output):
     """Greedy NMS within each class, for a batch: [B, N, 4], [B, N], [B, N] -> ([B, D], [B]).
 
-    Rows with a negative score are never kept. Boxes of different classes are moved apart by
-    an offset larger than any coordinate (torchvision's batched_nms trick), so one NMS pass
+    Rows scored -inf are never kept. Boxes of different classes are moved apart by an offset
+    larger than any coordinate (torchvision's batched_nms trick), so one NMS pass per image
     only ever compares boxes of the same class. Returns the kept indices, -1 padded, in
     descending score order, and the number kept.
     """
     extent = ops.max(ops.abs(boxes)) + 1.0
     shifted = boxes + (ops.cast(class_ids, "float32") * extent)[..., None]
-    keep, count = box_ops.batched_nms(shifted, scores, iou_threshold, max_output)
-    safe = ops.maximum(keep, 0)
-    kept_scores = ops.take_along_axis(scores, safe, axis=1)
-    keep = ops.where(ops.logical_and(keep >= 0, kept_scores >= 0.0), keep, -1)
-    return keep, ops.sum(ops.cast(keep >= 0, "int32"), axis=1)
+    return box_ops.nms_batched(shifted, scores, iou_threshold, max_output)
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
@@ -77,9 +73,11 @@ class DetectionLayer(keras.layers.Layer):
         keep = ops.logical_and(ops.cast(roi_valid, "bool"),
                                scores >= config.DETECTION_MIN_CONFIDENCE)
         keep = ops.logical_and(keep, box_ops.box_area(boxes) > 0.0)
-        ranked = ops.where(keep, scores, -1.0)  # dropped rows never survive NMS
+        ranked = ops.where(keep, scores, float("-inf"))  # dropped rows never survive NMS
         kept, count = class_aware_nms(boxes, ranked, class_ids, config.DETECTION_NMS_THRESHOLD,
                                       self.max_detections)  # [B, D], [B]
+        kept = ops.cast(kept, "int32")
+        count = ops.cast(count, "int32")
         valid = kept >= 0
         safe = ops.maximum(kept, 0)
         out_boxes = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)

@@ -72,7 +72,7 @@ class ProposalLayer(keras.layers.Layer):
         anchors = ops.take(ops.convert_to_tensor(self.anchors), order, axis=0)  # [B, K, 4]
         boxes = box_ops.decode_deltas(deltas, anchors, config.RPN_BBOX_STD_DEV)  # [B, K, 4]
         boxes = box_ops.clip_boxes(boxes, image_window(config))
-        keep, _ = box_ops.batched_nms(boxes, scores, config.RPN_NMS_THRESHOLD,
+        keep, _ = box_ops.nms_batched(boxes, scores, config.RPN_NMS_THRESHOLD,
                                       self.proposal_count)  # [B, N], -1 padded
         valid = ops.greater_equal(keep, 0)  # [B, N]
         safe = ops.maximum(keep, 0)
