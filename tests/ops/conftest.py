@@ -2,7 +2,9 @@
 
 Under JAX, op-by-op (eager) execution compiles every primitive separately, which costs seconds
 per call; the model always runs these ops inside a compiled function, so the tests do too.
-Under TensorFlow, eager execution is fast and is what the data pipeline's numpy-facing calls use.
+Under TensorFlow, eager execution is fast and is what the data pipeline's direct calls use;
+graph=True traces the op into a tf.function (graph mode without XLA, as Keras runs models on
+CPU), which a few tests per op use so both TF modes are covered.
 """
 import functools
 
@@ -12,14 +14,19 @@ import pytest
 
 @pytest.fixture(scope="session")
 def compiled():
-    """compiled(fn, **static_kwargs) -> fn with those arguments bound, jit-compiled on JAX."""
+    """compiled(fn, graph=False, **static_kwargs) -> fn with those arguments bound, jit-compiled
+    on JAX, a tf.function on TensorFlow when graph=True."""
 
-    def wrap(fn, **static_kwargs):
+    def wrap(fn, graph=False, **static_kwargs):
         bound = functools.partial(fn, **static_kwargs)
         if keras.backend.backend() == "jax":
             import jax
 
             return jax.jit(bound)
+        if graph and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(bound)
         return bound
 
     return wrap

@@ -49,7 +49,7 @@ def test_nms_matches_greedy_reference_with_ties(compiled, use_fast_path, thresho
     bxs = clustered_boxes(rng, 120)
     scores = rng.integers(0, 8, 120).astype(np.float32) / 8  # many exact ties
     want_idx, want_n = reference_nms(bxs, scores, threshold, max_output)
-    fn = compiled(boxes.nms, iou_threshold=threshold, max_output=max_output,
+    fn = compiled(boxes.nms, graph=True, iou_threshold=threshold, max_output=max_output,
                   use_fast_path=use_fast_path)
     idx, count = fn(bxs, scores)
     assert int(to_numpy(count)) == want_n
@@ -95,7 +95,7 @@ def test_nms_per_class_matches_reference(compiled, use_fast_path):
     classes = rng.integers(1, 4, 90)
     scores[classes == 3] = -np.inf  # a masked class
     want_idx, want_n = reference_nms(bxs, scores, 0.3, 40, classes)
-    fn = compiled(boxes.nms_per_class, iou_threshold=0.3, max_output=40,
+    fn = compiled(boxes.nms_per_class, graph=True, iou_threshold=0.3, max_output=40,
                   use_fast_path=use_fast_path)
     idx, count = fn(bxs, scores, classes.astype(np.int32))
     assert int(to_numpy(count)) == want_n
@@ -110,7 +110,7 @@ def test_nms_batched_per_image(compiled, use_fast_path):
     bxs = np.stack([clustered_boxes(rng, 60), clustered_boxes(rng, 60)])  # [2, 60, 4]
     scores = rng.uniform(size=(2, 60)).astype(np.float32)
     scores[1, 30:] = -np.inf  # padding rows of the second image
-    fn = compiled(boxes.nms_batched, iou_threshold=0.7, max_output=25,
+    fn = compiled(boxes.nms_batched, graph=True, iou_threshold=0.7, max_output=25,
                   use_fast_path=use_fast_path)
     idx, counts = fn(bxs, scores)
     assert to_numpy(idx).shape == (2, 25) and to_numpy(counts).shape == (2,)

@@ -138,7 +138,8 @@ def test_pyramid_roi_align_pools_each_box_from_its_level_in_input_order(compiled
     xy = rng.uniform(-10, 150, (len(sides), 2)).astype(np.float32)
     boxes = np.concatenate([xy, xy + sides[:, None]], axis=1)
     box_indices = np.array([0, 1, 1, 0, 1, 0, 1, 0], np.int32)
-    fn = compiled(roi_align.pyramid_roi_align, output_size=(5, 4), image_size=(256, 256))
+    fn = compiled(roi_align.pyramid_roi_align, graph=True, output_size=(5, 4),
+                  image_size=(256, 256))
     got = to_numpy(fn(features, boxes, box_indices))
     assert got.shape == (8, 5, 4, 3)
     levels = [min(5, max(2, math.floor(4 + math.log2(s / 224) + 1e-6))) if s > 0 else 2
