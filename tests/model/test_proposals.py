@@ -1,0 +1,73 @@
+"""ProposalLayer on hand-set RPN outputs: top-k, deltas, clipping, NMS, padding."""
+import numpy as np
+import pytest
+from keras import ops
+
+from mrcnn_kp.config import TinyConfig
+from mrcnn_kp.model.proposals import ProposalLayer, gather_rows
+from mrcnn_kp.ops.anchors import generate_pyramid_anchors, level_anchor_counts
+
+
+def anchor_row(config, level, y, x, ratio):
+    """Row of the anchor at cell (y, x), ratio index, of pyramid level P2..P6."""
+    counts = level_anchor_counts(config)
+    cols = config.BACKBONE_SHAPES[level - 2][1]
+    return sum(counts[:level - 2]) + (y * cols + x) * 3 + ratio
+
+
+def test_gather_rows_picks_per_image():
+    values = np.arange(2 * 4 * 3, dtype="float32").reshape(2, 4, 3)
+    picked = np.asarray(gather_rows(values, np.array([[3, 0], [1, 1]])))
+    np.testing.assert_array_equal(picked, [[values[0, 3], values[0, 0]],
+                                           [values[1, 1], values[1, 1]]])
+
+
+def test_proposals_are_the_best_refined_clipped_non_overlapping_anchors():
+    config = TinyConfig()
+    anchors = generate_pyramid_anchors(config)
+    a = config.NUM_ANCHORS
+    fg = np.full((1, a), 0.01, np.float32)
+    deltas = np.zeros((1, a, 4), np.float32)
+    best = anchor_row(config, 4, 3, 3, 1)  # 64 x 64 box centred on (48, 48)
+    twin = anchor_row(config, 4, 3, 4, 1)  # its right neighbour, moved onto it by its deltas
+    shifted = anchor_row(config, 3, 5, 9, 1)  # 32 x 32 at (72, 40), moved 4 px down
+    corner = anchor_row(config, 2, 0, 0, 1)  # 16 x 16 at (0, 0): sticks out of the image
+    fg[0, [best, twin, shifted, corner]] = [0.99, 0.98, 0.97, 0.96]
+    deltas[0, twin] = [0.0, -16 / 64 / 0.1, 0.0, 0.0]  # dx * std * width = -16 px
+    deltas[0, shifted] = [4 / 32 / 0.1, 0.0, np.log(1.5) / 0.2, 0.0]  # 4 px down, 1.5 x taller
+    probs = np.stack([1 - fg, fg], -1)
+    rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in
+                           ProposalLayer(config, 64)(probs, deltas)]
+    assert rois.shape == (1, 64, 4) and scores.shape == (1, 64) and valid.all()
+    np.testing.assert_allclose(rois[0, 0], anchors[best], atol=1e-4)
+    np.testing.assert_allclose(rois[0, 1], [56, 20, 88, 68], atol=1e-4)  # twin suppressed
+    np.testing.assert_allclose(rois[0, 2], [0, 0, 8, 8], atol=1e-4)  # clipped corner
+    np.testing.assert_allclose(scores[0, :3], [0.99, 0.97, 0.96], rtol=1e-6)
+    assert np.all(np.diff(scores[0]) <= 0)
+    assert not np.any(np.all(np.abs(rois[0, 3:] - anchors[best]) < 1e-3, axis=-1))
+
+
+def test_padding_when_nms_leaves_fewer_boxes():
+    config = TinyConfig(PRE_NMS_LIMIT=64, POST_NMS_ROIS_INFERENCE=32, POST_NMS_ROIS_TRAINING=64,
+                        RPN_NMS_THRESHOLD=0.0)
+    a = config.NUM_ANCHORS
+    probs = np.zeros((2, a, 2), np.float32)
+    probs[..., 1] = np.linspace(0.0, 1.0, a)
+    # A huge shared box for every anchor: NMS at IoU 0 keeps exactly one per image.
+    deltas = np.zeros((2, a, 4), np.float32)
+    deltas[..., 2:] = 20.0
+    rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in
+                           ProposalLayer(config, 64)(probs, deltas)]
+    assert valid.sum(axis=1).tolist() == [1, 1]
+    assert np.all(rois[:, 1:] == 0) and np.all(scores[:, 1:] == 0)
+    np.testing.assert_allclose(rois[:, 0], [[0, 0, 128, 128]] * 2)
+
+
+def test_config_round_trip_and_limits():
+    config = TinyConfig()
+    layer = ProposalLayer(config, 32, name="ROI")
+    again = ProposalLayer.from_config(layer.get_config())
+    assert again.proposal_count == 32 and again.pre_nms_limit == 256
+    assert again.anchors.shape == (config.NUM_ANCHORS, 4)
+    with pytest.raises(ValueError, match="exceeds the 256 boxes kept before NMS"):
+        ProposalLayer(config, 300)
