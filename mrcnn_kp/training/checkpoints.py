@@ -146,9 +146,13 @@ def restore_optimizer_state(optimizer, model, arrays):
 
 
 def _to_numpy(variable):
+    """A variable's value as numpy; `.numpy()` first, which also reads tf.distribute's
+    mirrored variables from inside fit (convert_to_numpy does not, for some of them)."""
+    if hasattr(variable, "numpy"):
+        return np.asarray(variable.numpy())
     from keras import ops
 
-    return ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable)
+    return ops.convert_to_numpy(variable)
 
 
 # ---------------------------------------------------------------------------- files

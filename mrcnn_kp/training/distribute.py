@@ -67,4 +67,4 @@ def num_replicas(strategy):
         return 1
     if hasattr(strategy, "num_replicas_in_sync"):
         return int(strategy.num_replicas_in_sync)
-    return len(getattr(strategy, "_device_mesh").devices.flatten())
+    return int(strategy.device_mesh.devices.size)  # keras.distribution.DataParallel

@@ -6,6 +6,11 @@ asks for dynamic loss scaling): Keras already knows how to skip a step on non-fi
 on every backend, under tf.distribute and in JAX's stateless apply. We add a counter of skipped
 updates (`skipped_steps`) so a callback can report them, and never shrink the scale in fp32.
 A skipped step changes nothing: not the weights, not the momenta, not `iterations`.
+
+The guard also clips to the global norm itself, because Keras' own `global_clipnorm` under
+tf.distribute clips each replica's partial gradient before the all-reduce (so 2 replicas
+effectively clip at twice the norm). Here the replicas' gradients are summed first, clipped,
+and the inner SGD's own all-reduce then sees the clipped total.
 """
 import keras
 from keras import ops
@@ -27,11 +32,63 @@ class NonFiniteGuard(keras.optimizers.LossScaleOptimizer):
     dynamic_loss_scale=True (mixed_float16): Keras' dynamic loss scaling, plus the counter.
     """
 
-    def __init__(self, inner_optimizer, dynamic_loss_scale=False, name=GUARD_NAME, **kwargs):
+    def __init__(self, inner_optimizer, dynamic_loss_scale=False, clip_norm=None,
+                 name=GUARD_NAME, **kwargs):
         if not dynamic_loss_scale:
             kwargs.update(initial_scale=1.0, dynamic_growth_steps=2 ** 30)
         super().__init__(inner_optimizer, name=name, **kwargs)
         self.dynamic_loss_scale = bool(dynamic_loss_scale)
+        self.clip_norm = float(clip_norm) if clip_norm else None
+
+    # ------------------------------------------------------------------ clipping
+    def _clip(self, grads):
+        """Scale all gradients by min(1, clip_norm / global norm); a NaN stays a NaN (and is
+        skipped). With dynamic loss scaling the gradients are still scaled: so is the norm."""
+        if not self.clip_norm:
+            return grads
+        present = [g for g in grads if g is not None]
+        if not present:
+            return grads
+        norm = ops.sqrt(sum(ops.sum(ops.square(ops.cast(g, "float32"))) for g in present))
+        limit = self.clip_norm
+        if self.dynamic_loss_scale:
+            limit = limit * ops.cast(self.dynamic_scale, "float32")
+        factor = ops.minimum(1.0, limit / ops.maximum(norm, 1e-12))
+        factor = ops.where(ops.isfinite(norm), factor, norm)  # NaN/inf: keep it visible
+        return [None if g is None else g * ops.cast(factor, g.dtype) for g in grads]
+
+    def _sum_over_replicas(self, grads):
+        """(summed gradients, replica count) in a tf.distribute replica context, else as is."""
+        if keras.backend.backend() != "tensorflow":
+            return grads, 1
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return grads, 1
+        present = [g for g in grads if g is not None]
+        summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+        return [None if g is None else next(summed) for g in grads], \
+            context.num_replicas_in_sync
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:  # clipping may read dynamic_scale
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        if self.clip_norm:
+            grads, replicas = self._sum_over_replicas(list(grads))
+            grads = self._clip(grads)
+            if replicas > 1:  # the inner optimizer sums the replicas again
+                grads = [None if g is None else g / replicas for g in grads]
+        return super().apply(grads, trainable_variables)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        if self.clip_norm:
+            mapping = list(zip(self.variables, optimizer_variables))
+            with keras.StatelessScope(state_mapping=mapping):
+                grads = self._clip(list(grads))
+        return super().stateless_apply(optimizer_variables, grads, trainable_variables)
 
     def build(self, var_list):
         # LossScaleOptimizer.build does not track new variables automatically; add ours first.
@@ -62,6 +119,7 @@ class NonFiniteGuard(keras.optimizers.LossScaleOptimizer):
     def get_config(self):
         config = super().get_config()
         config["dynamic_loss_scale"] = self.dynamic_loss_scale
+        config["clip_norm"] = self.clip_norm
         if not self.dynamic_loss_scale:
             config.pop("initial_scale", None)
             config.pop("dynamic_growth_steps", None)
@@ -85,7 +143,6 @@ def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, traina
         learning_rate=schedule,
         momentum=config.LEARNING_MOMENTUM,
         weight_decay=config.WEIGHT_DECAY or None,
-        global_clipnorm=config.GRADIENT_CLIP_NORM or None,
         name=INNER_NAME,
     )
     trainable_variables = list(trainable_variables)
@@ -93,8 +150,8 @@ def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, traina
         decayed = {id(v) for v in decayed_variables(trainable_variables)}
         sgd.exclude_from_weight_decay(
             var_list=[v for v in trainable_variables if id(v) not in decayed])
-    guard = NonFiniteGuard(sgd, dynamic_loss_scale=mixed_precision_policy(config) ==
-                           "mixed_float16")
+    guard = NonFiniteGuard(sgd, clip_norm=config.GRADIENT_CLIP_NORM or None,
+                           dynamic_loss_scale=mixed_precision_policy(config) == "mixed_float16")
     guard.build(trainable_variables)
     return guard
 

@@ -52,7 +52,21 @@ class StandinTrainingModel(keras.Model):
         for name, tracker in zip(LOSS_NAMES, self.loss_trackers):
             tracker.update_state(y_pred[name])
             total = total + self.loss_weights[name] * y_pred[name]
-        return total
+        return scale_for_replicas(total)
+
+
+def scale_for_replicas(loss):
+    """Under tf.distribute each replica's loss is divided by the replica count, because the
+    gradients are summed across replicas (Keras does this for compiled losses; a model that
+    overrides compute_loss must do it itself). JAX's DataParallel needs nothing."""
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return loss
+    return loss / context.num_replicas_in_sync
 
 
 def build_standin_training_model(config, seed=0):
