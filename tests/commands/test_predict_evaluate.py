@@ -256,3 +256,21 @@ def test_sample_script_delegates_to_the_cli(tmp_path, standin, capsys):
         sample.main(["bogus"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_weights_file_brings_its_config(tmp_path, standin, capsys):
+    import keras
+
+    from mrcnn_kp.weights import save_weights
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="mrcnn_probe")])
+    path = save_weights(model, tmp_path / "probe.weights.h5",
+                        config=TinyConfig(DETECTION_MIN_CONFIDENCE=0.33))
+    write_images(tmp_path / "in", shapes=((60, 60),))
+    code = cli.main(["predict", str(tmp_path / "in"), "--weights", str(path), "--no-pictures",
+                     "--min-confidence", "0.4", "--batch-size", "1",
+                     "--output", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    config, weights = standin[0]
+    assert weights == str(path) and config.NAME == "tiny"
+    assert config.DETECTION_MIN_CONFIDENCE == 0.4 and config.BATCH_SIZE == 1
