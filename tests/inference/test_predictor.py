@@ -1,15 +1,15 @@
 """Predictor: molded-pixel model outputs come back in original pixels, exactly.
 
-The stand-in model returns fixed outputs per batch slot (known people), written here by hand in
-molded pixels from the resize geometry of TinyConfig (128 x 128 canvas), so the test checks
-the predictor's molding and un-molding against independently computed numbers.
+The stand-in models are numpy objects with the keras `predict_on_batch` the Predictor calls, so
+these tests run the same on every backend. FixedModel returns fixed outputs per batch slot
+(known people), written here by hand in molded pixels from the resize geometry of TinyConfig
+(128 x 128 canvas), so the test checks the predictor's molding and un-molding against
+independently computed numbers.
 """
 import io
 
-import keras
 import numpy as np
 import pytest
-from keras import ops
 from PIL import Image
 
 from mrcnn_kp.config import TinyConfig
@@ -20,43 +20,18 @@ from mrcnn_kp.inference.predictor import (ImageReadError, Predictor, paste_mask,
 K = 17
 
 
-class FixedOutputs(keras.layers.Layer):
-    """Ignores the image; returns the same outputs for every batch (slot i -> values[i])."""
+class FixedModel:
+    """Stand-in inference model: the same outputs for every batch (slot i -> values[i]); it
+    records the inputs of every call."""
 
-    def __init__(self, values, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, values):
         self.values = {k: np.asarray(v) for k, v in values.items()}
-
-    def call(self, image, meta):
-        zero = ops.sum(meta, axis=-1) * 0.0  # [B], keeps the graph connected to the inputs
-        out = {}
-        for name, value in self.values.items():
-            tensor = ops.convert_to_tensor(value)
-            shape = (-1,) + (1,) * (value.ndim - 1)
-            out[name] = ops.cast(ops.cast(tensor, "float32") + ops.reshape(zero, shape),
-                                 value.dtype)
-        return out
-
-    def get_config(self):
-        return {**super().get_config(), "values": {k: v.tolist() for k, v in self.values.items()}}
-
-
-class CountingModel:
-    """Wraps a keras model and records the batch shapes it is called with."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
+        self.calls = []
 
     def predict_on_batch(self, inputs):
         self.calls.append((inputs["input_image"].shape, inputs["input_image_meta"].copy(),
                            inputs["input_image"].copy()))
-        return self.model.predict_on_batch(inputs)
-
-
-def standin_model(config, values):
-    image = keras.Input((config.IMAGE_MAX_DIM, config.IMAGE_MAX_DIM, 3), name="input_image")
-    meta = keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta")
-    return keras.Model([image, meta], FixedOutputs(values)(image, meta))
+        return {k: v.copy() for k, v in self.values.items()}
 
 
 def slot_values(config):
@@ -101,13 +76,13 @@ def config():
     return TinyConfig()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def model(config):
-    return standin_model(config, slot_values(config))
+    return FixedModel(slot_values(config))
 
 
 def test_detect_maps_boxes_keypoints_masks_back_to_original_pixels(config, model):
-    counting = CountingModel(model)
+    counting = model
     tall = np.full((200, 100, 3), 90, np.uint8)  # slot 0
     wide = np.full((90, 160, 3), 90, np.uint8)  # slot 1
     results = Predictor(counting, config).detect([tall, wide])
@@ -136,7 +111,7 @@ def test_detect_maps_boxes_keypoints_masks_back_to_original_pixels(config, model
 
 
 def test_detect_pads_the_last_batch_and_keeps_the_order(config, model):
-    counting = CountingModel(model)
+    counting = model
     images = [np.zeros((200, 100, 3), np.uint8), np.zeros((90, 160, 3), np.uint8),
               np.zeros((200, 100, 3), np.uint8)]
     results = Predictor(counting, config).detect(images)
