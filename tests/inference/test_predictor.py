@@ -203,7 +203,8 @@ def test_read_image_messages(tmp_path):
     truncated.write_bytes(buffer.getvalue()[:400])
     with pytest.raises(ImageReadError, match="truncated or corrupt"):
         read_image(truncated)
-    with pytest.raises(ImageReadError, match=r"30x20 \(600 pixels\) is more than the limit of 100 pixels"):
+    with pytest.raises(ImageReadError,
+                       match=r"30x20 \(600 pixels\) is more than the limit of 100 pixels"):
         read_image(good, max_pixels=100)
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.jpg")
