@@ -23,7 +23,8 @@ Inside, the image is resized and padded exactly as `Predictor.mold_inputs` does
 centred zero padding), the model runs on the molded square, and the detections are un-molded
 as `predictor.unmold_detections` does. The SavedModel also has `serve_molded`, the raw model
 ({input_image [B, S, S, 3] float32, input_image_meta [B, M]} -> the molded-pixel dict of
-docs/ARCHITECTURE.md) for servers that batch and mold themselves.
+docs/ARCHITECTURE.md, B = config.BATCH_SIZE, static) for servers that batch and mold
+themselves.
 
 Exports need the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
@@ -85,9 +86,11 @@ def resize_bilinear_like_pillow(image, height, width, exact=True):
 
     Two separable passes, horizontal then vertical, each rounded to uint8, as in Pillow.
     exact=True sums Pillow's integer weights in float64, which is exact, so the result equals
-    Pillow bit for bit. exact=False uses float32 (for TFLite, which has no float64 kernels):
-    a pixel whose sum falls within ~1e-5 of a rounding boundary may then be off by 1
-    (measured on COCO images: at most 0.07 % of the values, never more than 1).
+    Pillow bit for bit. exact=False uses float32 (for TFLite, which has no float64 kernels),
+    which loses Pillow's tie-breaking where the filter's weights make a sum land on .5:
+    measured on 6 COCO photos, 0.01 % of the values differ by 1 when upscaling to 1024 px,
+    1.2 % differ by 1 (and 4e-6 by 2, both passes rounding the same way) when downscaling to
+    512 px.
     """
     tf = _tf()
     dtype = tf.float64 if exact else tf.float32
@@ -254,11 +257,14 @@ def make_serving_function(model, config, paste_masks=False, exact=True):
 
 
 def _molded_signature(config):
+    """BATCH_SIZE molded images: the batch is static because the pyramid ROIAlign lays the
+    whole batch's feature maps out in one table (ops.roi_align)."""
     tf = _tf()
+    batch = config.BATCH_SIZE
     return [{
-        "input_image": tf.TensorSpec([None] + list(config.IMAGE_SHAPE), tf.float32,
+        "input_image": tf.TensorSpec([batch] + list(config.IMAGE_SHAPE), tf.float32,
                                      name="input_image"),
-        "input_image_meta": tf.TensorSpec([None, config.IMAGE_META_SIZE], tf.float32,
+        "input_image_meta": tf.TensorSpec([batch, config.IMAGE_META_SIZE], tf.float32,
                                           name="input_image_meta"),
     }]
 
@@ -291,15 +297,22 @@ class TFLiteReport:
     builtin_only: bool  # True: every op is a TFLite builtin (runs on any TFLite runtime)
     flex_ops: list  # TensorFlow ops kept as Flex (SELECT_TF_OPS): need the Flex delegate
     size_bytes: int
-    builtin_error: str = ""  # why the builtins-only conversion failed
 
     def summary(self):
         if self.builtin_only:
             return f"{self.path}: {self.size_bytes:,} bytes, TFLite builtin ops only"
-        return (f"{self.path}: {self.size_bytes:,} bytes; needs the Flex delegate (TensorFlow "
-                f"ops in TFLite, linked into the tensorflow pip package and the "
-                f"tensorflow-lite-select-tf-ops Android/iOS libraries) for: "
-                f"{', '.join(self.flex_ops) or 'unknown ops'}")
+        causes = "; ".join(f"{op} ({KNOWN_FLEX_CAUSES.get(op, 'no TFLite builtin kernel')})"
+                           for op in self.flex_ops)
+        return (f"{self.path}: {self.size_bytes:,} bytes; needs the Flex delegate "
+                f"(tensorflow-lite-select-tf-ops) for: {causes}")
+
+
+# Ops the models emit that TFLite has no builtin for, and where they come from.
+KNOWN_FLEX_CAUSES = {
+    "BitwiseAnd": "keras.ops.argmax on the TensorFlow backend bit-masks float inputs to order "
+                  "-0.0 before 0.0; used in model/detection.py and ops/keypoints.py",
+    "CropAndResize": "tf.image.crop_and_resize, matterport's ROI pooling mode",
+}
 
 
 def _unsupported_ops(message):
@@ -309,12 +322,24 @@ def _unsupported_ops(message):
     return sorted(names)
 
 
+def tflite_ops(flatbuffer):
+    """The op names in a .tflite flatbuffer (builtins upper case, Flex ops as FlexName)."""
+    import contextlib
+    import io
+
+    tf = _tf()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        text = tf.lite.experimental.Analyzer.analyze(model_content=flatbuffer)
+    return sorted(set(re.findall(r"Op#\d+ (\w+)\(", (text or "") + printed.getvalue())))
+
+
 def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     """Convert the serving function to a `.tflite` file. Returns a TFLiteReport.
 
-    First tries TFLite builtin ops only; when some op has no builtin kernel, converts again
-    with SELECT_TF_OPS (Flex) if allow_flex, and the report names those ops. With
-    allow_flex=False such a model raises RuntimeError naming the ops.
+    Converts with TFLite builtins plus, if allow_flex, TensorFlow ops (SELECT_TF_OPS) for
+    what has no builtin kernel; the report names those Flex ops. allow_flex=False converts
+    with builtins only and raises RuntimeError naming the ops that do not convert.
     """
     import tempfile
 
@@ -327,49 +352,53 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     serve = make_serving_function(model, config, paste_masks=paste_masks, exact=False)
     # Keras 3's path to TFLite goes through a SavedModel (converting the tf.function directly
     # reads Keras variables as uninitialised memory).
-    saved = tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_")
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve)
-    archive.write_out(saved.name, verbose=False)
-
-    def convert(ops):
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved.name,
+    with tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_") as saved:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serve)
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved,
                                                              signature_keys=["serving_default"])
-        converter.target_spec.supported_ops = ops
-        return converter.convert()
-
-    builtin_error = ""
-    flex_ops = []
-    try:
+        ops_sets = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if allow_flex:
+            ops_sets.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        converter.target_spec.supported_ops = ops_sets
         try:
-            flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS])
-        except Exception as exc:  # the converter raises ConverterError with the op list
-            builtin_error = str(exc)
-            flex_ops = _unsupported_ops(builtin_error)
-            if not allow_flex:
-                raise RuntimeError(f"TFLite builtins cannot express the model; ops without a "
-                                   f"builtin kernel: {', '.join(flex_ops) or builtin_error}"
-                                   ) from None
-            flatbuffer = convert([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
-    finally:
-        saved.cleanup()
+            flatbuffer = converter.convert()
+        except Exception as exc:  # ConverterError lists the ops without a builtin kernel
+            if allow_flex:
+                raise
+            raise RuntimeError(f"TFLite builtins cannot express the model; ops without a "
+                               f"builtin kernel: {', '.join(_unsupported_ops(str(exc))) or exc}"
+                               ) from None
+    flex_ops = [name[len("Flex"):] for name in tflite_ops(flatbuffer) if name.startswith("Flex")]
     from mrcnn_kp.utils import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
-    report = TFLiteReport(path, not builtin_error, flex_ops, len(flatbuffer), builtin_error)
+    report = TFLiteReport(path, not flex_ops, flex_ops, len(flatbuffer))
     log.info(report.summary())
     return report
 
 
 def run_tflite(path, image):
-    """Run a `.tflite` export on one uint8 [H, W, 3] image -> dict of numpy arrays."""
+    """Run a `.tflite` export on one uint8 [H, W, 3] image -> dict of numpy arrays.
+
+    Uses tf.lite.Interpreter, which (TensorFlow 2.21) has no Flex delegate: a model that
+    needs Flex ops raises RuntimeError naming them.
+    """
     tf = _tf()
     import numpy as np
 
-    interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
+    with open(os.fspath(path), "rb") as f:
+        flatbuffer = f.read()
+    flex = [name for name in tflite_ops(flatbuffer) if name.startswith("Flex")]
+    if flex:
+        raise RuntimeError(f"{path} needs the Flex delegate for {', '.join(flex)}, which this "
+                           f"TensorFlow {tf.__version__} interpreter does not link; run it with "
+                           "a TFLite runtime built with Flex (tensorflow-lite-select-tf-ops)")
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
     runner = interpreter.get_signature_runner()
     return {k: np.asarray(v) for k, v in runner(image=np.asarray(image, np.uint8)).items()}
 
