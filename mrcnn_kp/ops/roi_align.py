@@ -10,8 +10,8 @@ torchvision's bilinear_interpolate: a sample further than one pixel outside the 
 Implementation (keras.ops): the feature maps are flattened into one [rows, C] table (all
 pyramid levels concatenated), and each corner of each sample is one row index into it, so every
 box of every level is sampled by 4 gathers with static shapes and no loop over boxes or levels.
-XLA and JAX fuse those gathers well; TensorFlow without XLA does not, so there
-backend.sample_pyramid_grid samples the same grid with crop_and_resize, level by level.
+XLA and JAX fuse those gathers; TensorFlow without XLA would run each gather, multiply and add
+as its own pass over memory, so there the pooling is compiled on its own (backend.fused).
 """
 from keras import ops
 
@@ -23,8 +23,9 @@ MIN_LEVEL, MAX_LEVEL = 2, 5
 
 
 def _pair(size):
-    if isinstance(size, int):
-        return size, size
+    """An int or an (h, w) pair -> (h, w) python ints."""
+    if not hasattr(size, "__len__"):
+        return int(size), int(size)
     h, w = size
     return int(h), int(w)
 
@@ -168,8 +169,7 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     output_size = _pair(output_size)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     box_indices = ops.cast(ops.convert_to_tensor(box_indices), "int32")
-    image_h, image_w = _pair(image_size) if not isinstance(image_size, int) else (image_size,
-                                                                               image_size)
+    image_h, image_w = _pair(image_size)
     features = [ops.convert_to_tensor(f) for f in features]
     channels = ops.shape(features[0])[-1]
     max_level = MIN_LEVEL + len(features) - 1

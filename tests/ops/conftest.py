@@ -30,3 +30,29 @@ def compiled():
         return bound
 
     return wrap
+
+
+class _OpLayer(keras.layers.Layer):
+    """Calls one op, the way the model's layers do (for symbolic-batch tests)."""
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(**kwargs)
+        self.fn = fn
+
+    def call(self, *inputs):
+        return self.fn(*inputs)
+
+
+@pytest.fixture(scope="session")
+def in_keras_model():
+    """in_keras_model(fn, *arrays) -> (symbolic output shapes, outputs of predict): fn is
+    called on keras.Input tensors whose batch size is unknown, then run on the arrays."""
+
+    def run(fn, *arrays):
+        inputs = [keras.Input(a.shape[1:], dtype=str(a.dtype)) for a in arrays]
+        outputs = _OpLayer(fn)(*inputs)
+        model = keras.Model(inputs, outputs)
+        shapes = keras.tree.map_structure(lambda t: tuple(t.shape), model.outputs)
+        return shapes, model.predict_on_batch(list(arrays))
+
+    return run

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from ops_test_helpers import fast_path_params
 from mrcnn_kp.ops import boxes
 
 
@@ -39,7 +40,7 @@ def clustered_boxes(rng, n, clusters=6, size=200.0):
     return np.concatenate([c - wh / 2, c + wh / 2], axis=1).astype(np.float32)
 
 
-PATHS = [pytest.param(True, id="fast_path"), pytest.param(False, id="keras_ops")]
+PATHS = fast_path_params()
 
 
 @pytest.mark.parametrize("use_fast_path", PATHS)
@@ -118,3 +119,16 @@ def test_nms_batched_per_image(compiled, use_fast_path):
         want_idx, want_n = reference_nms(bxs[b], scores[b], 0.7, 25)
         assert int(to_numpy(counts)[b]) == want_n
         np.testing.assert_array_equal(to_numpy(idx)[b], want_idx)
+
+
+def test_nms_batched_inside_a_keras_model_with_symbolic_batch(in_keras_model):
+    rng = np.random.default_rng(7)
+    bxs = np.stack([clustered_boxes(rng, 40), clustered_boxes(rng, 40)])
+    scores = rng.uniform(size=(2, 40)).astype(np.float32)
+    shapes, (idx, counts) = in_keras_model(lambda b, s: boxes.nms_batched(b, s, 0.5, 12),
+                                           bxs, scores)
+    assert shapes == [(None, 12), (None,)]
+    for b in range(2):
+        want_idx, want_n = reference_nms(bxs[b], scores[b], 0.5, 12)
+        np.testing.assert_array_equal(np.asarray(idx)[b], want_idx)
+        assert int(np.asarray(counts)[b]) == want_n

@@ -196,3 +196,13 @@ def test_decode_zero_size_roi_is_finite_and_at_its_corner(compiled):
     got = to_numpy(decode(maps, np.array([[7, 9, 7, 9]], np.float32)))
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got[0, :, :2], np.tile([[7.5, 9.5]], (17, 1)), atol=1e-5)
+
+
+def test_decode_inside_a_keras_model_with_symbolic_batch(compiled, in_keras_model):
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(2, 3, S, S, 17)).astype(np.float32)
+    rois = random_rois(rng, 6).reshape(2, 3, 4)
+    shapes, got = in_keras_model(keypoints.decode_heatmaps, maps, rois)
+    assert shapes == [(None, 3, 17, 3)]
+    want = to_numpy(compiled(keypoints.decode_heatmaps)(maps, rois))  # noisy maps: direct call
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from ops_test_helpers import fast_path_params
 from mrcnn_kp.ops import roi_align
 
 
@@ -166,7 +167,7 @@ def test_pyramid_roi_align_batched_and_errors(compiled):
         roi_align.pyramid_roi_align(features, boxes[0], [0, 0, 0], 3, (128, 256))
 
 
-@pytest.mark.parametrize("use_fast_path", [True, False])
+@pytest.mark.parametrize("use_fast_path", fast_path_params())
 def test_pyramid_roi_align_gradient_reaches_every_level(use_fast_path):
     """Each bin is a convex combination of map values, so for boxes well inside the maps the
     gradient of the summed output w.r.t. each level's map sums to (boxes on it) * bins."""
@@ -185,7 +186,7 @@ def test_pyramid_roi_align_gradient_reaches_every_level(use_fast_path):
     if keras.backend.backend() == "jax":
         import jax
 
-        grads = jax.grad(total, argnums=(0, 1, 2, 3))(*features)
+        grads = jax.jit(jax.grad(total, argnums=(0, 1, 2, 3)))(*features)
     else:
         import tensorflow as tf
 
@@ -196,3 +197,21 @@ def test_pyramid_roi_align_gradient_reaches_every_level(use_fast_path):
         grads = tape.gradient(value, maps)
     per_level = [to_numpy(g).sum(axis=(0, 1, 2)) for g in grads]  # [C] per level
     np.testing.assert_allclose(per_level, [[18, 18], [9, 9], [9, 9], [9, 9]], atol=1e-3)
+
+
+def test_pyramid_roi_align_batched_inside_a_keras_model_with_symbolic_batch(in_keras_model):
+    rng = np.random.default_rng(10)
+    features = pyramid(rng, batch=2, image=128, channels=4)
+    boxes = random_boxes(rng, 10, 128).reshape(2, 5, 4)
+    shapes, got = in_keras_model(
+        lambda b, *maps: roi_align.pyramid_roi_align_batched(list(maps), b, 7, 128),
+        boxes, *features)
+    assert shapes == [(None, 5, 7, 7, 4)]
+    for b in range(2):
+        for n in range(5):
+            side = np.sqrt(np.prod(boxes[b, n, 2:] - boxes[b, n, :2]))
+            level = min(5, max(2, math.floor(4 + math.log2(side / 224) + 1e-6)))
+            fmap = features[level - 2]
+            want = reference_roi_align(fmap, boxes[b, n:n + 1], [b], (7, 7),
+                                       fmap.shape[1] / 128, 2, True)
+            np.testing.assert_allclose(np.asarray(got)[b, n], want[0], atol=2e-5)
