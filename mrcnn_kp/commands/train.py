@@ -1,0 +1,149 @@
+"""`mrcnn-kp train`: train on a COCO-format keypoint dataset in stages, heads -> 4+ -> all.
+
+    mrcnn-kp train --dataset person_keypoints_train2017.json --images train2017/ \\
+        --weights mask_rcnn_coco.h5 --epochs-heads 40 --epochs-4plus 80 --epochs-all 40
+    mrcnn-kp train ... --resume last          # after Ctrl-C, SIGTERM, a crash or a kill
+
+Stage epochs add up like matterport's samples/coco (train up to 40, then up to 120, then up to
+160); the learning rate is --learning-rate for heads and 4+, a tenth of it for all. A resumed
+run skips the stages it has finished and continues the current one at the epoch and optimizer
+iteration where it stopped.
+"""
+import argparse
+import time
+
+HELP = "train on a COCO-format keypoint dataset in stages (heads -> 4+ -> all)"
+
+# (layers, argument holding its epoch count, learning-rate factor)
+STAGES = (("heads", "epochs_heads", 1.0), ("4+", "epochs_4plus", 1.0), ("all", "epochs_all", 0.1))
+INTERRUPTED_STATUS = 128  # + the signal number, as a shell reports a signal
+
+
+def add_arguments(parser):
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", metavar="JSON", help="COCO-format person keypoints json")
+    data.add_argument("--images", metavar="DIR", help="folder of the json's images")
+    data.add_argument("--synthetic", action="store_true",
+                      help="train on the built-in synthetic people set instead")
+    data.add_argument("--val-fraction", type=float, default=0.05,
+                      help="held-out share of --dataset's images for validation (0: none)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", default="default",
+                       help="config preset: default, tiny or cpu_demo (default: default)")
+    model.add_argument("--backbone", choices=("resnet50", "resnet101", "efficientnet_lite0"),
+                       help="override the preset's backbone")
+    model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
+    model.add_argument("--weights", metavar="H5",
+                       help="start from these weights (ours or matterport's .h5, by layer name)")
+    model.add_argument("--exclude", nargs="*", default=(), metavar="LAYER",
+                       help="layer names/regexes not to load from --weights")
+    model.add_argument("--resume", metavar="last|PATH",
+                       help="continue a run: 'last' or a checkpoint path")
+    model.add_argument("--model-dir", default="logs", help="parent of the run directories")
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs-heads", type=int, default=40)
+    train.add_argument("--epochs-4plus", type=int, default=80)
+    train.add_argument("--epochs-all", type=int, default=40)
+    train.add_argument("--learning-rate", type=float, help="default: the config's LEARNING_RATE")
+    train.add_argument("--steps-per-epoch", type=int, help="default: the config's")
+    train.add_argument("--images-per-gpu", type=int, help="default: the config's")
+    train.add_argument("--gpus", type=int, help="data-parallel replicas (GPU_COUNT)")
+    train.add_argument("--minutes", type=float,
+                       help="time budget: stop (with a checkpoint) when it is spent")
+    train.add_argument("--workers", type=int, default=1, help="data loading threads")
+
+
+def build_config(args):
+    from mrcnn_kp.config import PRESETS
+
+    if args.config not in PRESETS:
+        raise SystemExit(f"mrcnn-kp train: unknown --config {args.config!r}; choose one of "
+                         f"{', '.join(PRESETS)}")
+    overrides = {}
+    for option, name in (("backbone", "BACKBONE"), ("name", "NAME"),
+                         ("steps_per_epoch", "STEPS_PER_EPOCH"),
+                         ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT")):
+        value = getattr(args, option)
+        if value is not None:
+            overrides[name] = value
+    return PRESETS[args.config](**overrides)
+
+
+def load_datasets(args, config):
+    if args.synthetic:
+        from mrcnn_kp.data.synthetic import synthetic_dataset
+
+        size = config.IMAGE_MAX_DIM
+        return synthetic_dataset("train", image_size=size), synthetic_dataset("val",
+                                                                              image_size=size)
+    if not args.dataset or not args.images:
+        raise SystemExit("mrcnn-kp train: give --dataset JSON and --images DIR, or --synthetic")
+    from mrcnn_kp.data.coco import CocoKeypointDataset
+
+    if not args.val_fraction:
+        return CocoKeypointDataset(args.dataset, args.images), None
+    train = CocoKeypointDataset(args.dataset, args.images, subset="train",
+                                val_fraction=args.val_fraction)
+    val = CocoKeypointDataset(args.dataset, args.images, subset="val",
+                              val_fraction=args.val_fraction)
+    return train, (val if val.num_images else None)
+
+
+def stage_plan(args, learning_rate):
+    """[(layers, train-up-to epoch, learning rate)] for the stages with epochs."""
+    plan, end = [], 0
+    for layers, option, factor in STAGES:
+        count = getattr(args, option)
+        if count < 0:
+            raise SystemExit(f"mrcnn-kp train: --{option.replace('_', '-')} must be >= 0")
+        if count:
+            end += count
+            plan.append((layers, end, learning_rate * factor))
+    if not plan:
+        raise SystemExit("mrcnn-kp train: every stage has 0 epochs; nothing to train")
+    return plan
+
+
+def run(args):
+    from mrcnn_kp.maskrcnn import MaskRCNN
+    from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
+
+    started = time.monotonic()
+    config = build_config(args)
+    plan = stage_plan(args, args.learning_rate or config.LEARNING_RATE)
+    train_set, val_set = load_datasets(args, config)
+    model = MaskRCNN("training", config, model_dir=args.model_dir)
+    if args.resume:
+        model.load_weights(args.resume)
+        print(f"resuming {model.log_dir} after epoch {model.epoch}")
+    elif args.weights:
+        model.load_weights(args.weights, exclude=args.exclude)
+    budget = TimeBudget(started + 60.0 * args.minutes) if args.minutes else None
+    try:
+        for layers, until, learning_rate in plan:
+            if model.epoch >= until:
+                continue
+            print(f"stage {layers}: epochs {model.epoch + 1}..{until}, "
+                  f"learning rate {learning_rate:g}")
+            model.train(train_set, val_set, learning_rate, until, layers, deadline=budget,
+                        workers=args.workers)
+            if budget is not None and budget.expired:
+                print(f"time budget of {args.minutes:g} min spent after epoch {model.epoch}")
+                break
+    except TrainingInterrupted as stop:
+        print(f"interrupted: checkpoint {stop.checkpoint}\n"
+              f"continue with the same command plus --resume last")
+        return INTERRUPTED_STATUS + int(stop.signum or 2)
+    print(f"trained {model.epoch} epochs; run directory {model.log_dir}; last checkpoint "
+          f"{model._trainer.last_checkpoint}")
+    return 0
+
+
+def main(argv=None):  # `python -m mrcnn_kp.commands.train`
+    parser = argparse.ArgumentParser(prog="mrcnn-kp train", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
