@@ -1,9 +1,9 @@
 """Save and load weights by layer name: Keras 3 `.weights.h5` files and legacy Keras-2 `.h5` files.
 
     save_weights(model, "run/epoch_003.weights.h5")            # Keras 3 format, written atomically
-    report = load_weights(model, "mask_rcnn_coco.h5",
-                          exclude=["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"])
-    print(report)                                              # loaded / excluded / absent / mismatched
+    report = load_weights(model, "mask_rcnn_coco.h5", exclude=[
+        "mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"])
+    print(report)                               # loaded / excluded / absent / mismatched
 
 Weights are matched to the model by **layer name**, never by position, so a checkpoint written from
 the training model loads into the inference model (a different graph with the same layer names)
@@ -233,7 +233,8 @@ def model_units(model):
     `load_weights` matches on.
     """
     if not model.built:
-        raise WeightsError(f"model {model.name!r} is not built yet; build it before loading weights")
+        raise WeightsError(f"model {model.name!r} is not built yet; build it before loading "
+                           "weights")
     units = []
     visited = set()
 
@@ -322,15 +323,15 @@ class _open_h5:
                 head = f.read(8)
             if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(self.path):
                 raise WeightsFileError(
-                    f"{self.path} is not an HDF5 file (it starts with {head!r}); expected a Keras 3 "
-                    ".weights.h5 or a legacy Keras-2 .h5 weights file")
+                    f"{self.path} is not an HDF5 file (it starts with {head!r}); expected a "
+                    "Keras 3 .weights.h5 or a legacy Keras-2 .h5 weights file")
             source = self.path
         try:
             self._file = h5py.File(source, "r")
         except OSError as exc:
             size = os.path.getsize(self.path)
-            raise WeightsFileError(f"{self.path} is truncated or damaged ({size} bytes), HDF5 says: "
-                                   f"{exc}") from None
+            raise WeightsFileError(f"{self.path} is truncated or damaged ({size} bytes), HDF5 "
+                                   f"says: {exc}") from None
         return self._file
 
     def __exit__(self, *exc):
@@ -425,7 +426,7 @@ def _read_keras3(root, path):
 
 
 def read_weight_file(path):
-    """Read a weights file into numpy: (format, [units]). Raises WeightsFileError when unreadable."""
+    """Read a weights file into numpy: (format, [units]); WeightsFileError when unreadable."""
     path = os.fspath(path)
     with _open_h5(path) as f:
         root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs \
@@ -435,8 +436,9 @@ def read_weight_file(path):
         if "layers" in root or "vars" in root:
             return "keras3", _read_keras3(root, path)
         raise WeightsFileError(
-            f"{path} is HDF5 but holds no Keras weights: no root attribute layer_names (Keras 2) and "
-            f"no 'layers' group (Keras 3); its top-level entries are {_names(sorted(f.keys()))}")
+            f"{path} is HDF5 but holds no Keras weights: no root attribute layer_names (Keras 2) "
+            f"and no 'layers' group (Keras 3); its top-level entries are "
+            f"{_names(sorted(f.keys()))}")
 
 
 # ------------------------------------------------------------------------------- matching

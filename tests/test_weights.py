@@ -147,7 +147,8 @@ def write_matterport_h5(model, path, strings="bytes", chunk=None, whole_model=Fa
     """
     def encode(names):
         if strings == "bytes":
-            return np.array([n.encode() for n in names], dtype=f"S{max(map(len, names), default=1)}")
+            width = max(map(len, names), default=1)
+            return np.array([n.encode() for n in names], dtype=f"S{width}")
         return np.array(names, dtype=h5py.string_dtype())
 
     with h5py.File(path, "w") as f:
@@ -273,7 +274,8 @@ def assert_same_weights_dict(a, b):
 @pytest.mark.parametrize("exclude, expected", [
     (["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"],
      ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]),
-    ([r"mrcnn_mask.*", r"bn_.*"], ["bn_conv1", "mrcnn_mask_conv1", "mrcnn_mask_deconv", "mrcnn_mask"]),
+    ([r"mrcnn_mask.*", r"bn_.*"],
+     ["bn_conv1", "mrcnn_mask_conv1", "mrcnn_mask_deconv", "mrcnn_mask"]),
     ("rpn_model", ["rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"]),
 ])
 def test_exclude_by_name_regex_and_nested_model(source, legacy_file, exclude, expected):
@@ -487,58 +489,67 @@ def write_matterport_layout_from_names(model, path):
 
 @pytest.fixture(scope="module")
 def real_models():
-    """(training model, inference model) of TinyConfig built separately, other initial weights."""
-    from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_training_model
+    """TinyConfig: (config, build_models() pair sharing one set of layers, a separately built
+    inference model with other initial weights)."""
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_models
 
     config = TinyConfig()
     keras.utils.set_random_seed(1)
-    training = build_training_model(config)
+    pair = build_models(config)
     keras.utils.set_random_seed(2)
-    inference = build_inference_model(config)
-    return config, training, inference
+    return config, pair, build_inference_model(config)
+
+
+def scramble(model, seed):
+    """New random values in every weight, so a load has something to undo."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.05, w.shape).astype(w.dtype))
 
 
 def test_real_model_checkpoint_moves_between_training_and_inference(tmp_path, real_models):
-    config, training, inference = real_models
-    units = W.model_units(inference)
+    config, pair, target = real_models
+    scramble(target, 0)
+    units = W.model_units(target)
     assert {"rpn_conv_shared", "mrcnn_class_logits", "mrcnn_mask"} <= {u.name for u in units}
-    path = W.save_weights(training, tmp_path / "train.weights.h5", config=config)
-    report = W.load_weights(inference, path)
+    path = W.save_weights(pair.training, tmp_path / "train.weights.h5", config=config)
+    report = W.load_weights(target, path)
     assert len(report.loaded) == len(units) > 100
     assert report.absent_from_file == [] and report.missing_in_model == []
     assert report.mismatched == []
-    assert_same_weights(training, inference)
+    assert_same_weights(pair.training, target)
     assert W.read_config(path).to_dict() == config.to_dict()
 
 
 def test_real_model_loads_a_matterport_layout_file(tmp_path, real_models):
-    config, training, inference = real_models
-    keras.utils.set_random_seed(3)
-    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-
-    source = build_inference_model(config)
+    config, pair, target = real_models
+    scramble(target, 1)
+    source = pair.inference
     path = write_matterport_layout_from_names(source, tmp_path / "matterport_layout.h5")
     with h5py.File(path) as f:
         assert [n.decode() for n in f["rpn_model"].attrs["weight_names"]] == [
             "rpn_conv_shared/kernel:0", "rpn_conv_shared/bias:0", "rpn_class_raw/kernel:0",
             "rpn_class_raw/bias:0", "rpn_bbox_pred/kernel:0", "rpn_bbox_pred/bias:0"]
-    report = W.load_weights(inference, path, exclude=[r"mrcnn_keypoint_.*"])
+    report = W.load_weights(target, path, exclude=[r"mrcnn_keypoint_.*"])
     assert report.file_format == "legacy" and report.mismatched == []
     assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"} <= set(report.loaded)
     assert report.excluded and all(n.startswith("mrcnn_keypoint_") for n in report.excluded)
     assert report.missing_in_model == []
-    want, got = named_weights(source), named_weights(inference)
-    for name in report.loaded:
+    want, got = named_weights(source), named_weights(target)
+    for name in want:
         for x, y in zip(want[name], got[name]):
-            np.testing.assert_array_equal(x, y, err_msg=name)
+            if name in report.loaded:
+                np.testing.assert_array_equal(x, y, err_msg=name)
+            else:
+                assert not np.array_equal(x, y), name
     # Then the outputs: every layer loaded -> the same detections.
-    W.load_weights(inference, path)
+    W.load_weights(target, path)
     rng = np.random.default_rng(0)
     batch = {"input_image": rng.uniform(0, 255, (2,) + config.IMAGE_SHAPE).astype("float32"),
              "input_image_meta": np.tile(np.array(
                  [0, 128, 128, 3, 128, 128, 3, 0, 0, 128, 128, 1] + [0] * config.NUM_CLASSES,
                  "float32"), (2, 1))}
-    a, b = source.predict_on_batch(batch), inference.predict_on_batch(batch)
+    a, b = source.predict_on_batch(batch), target.predict_on_batch(batch)
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 

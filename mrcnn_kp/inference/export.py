@@ -28,6 +28,7 @@ themselves.
 
 Exports need the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).
 """
+import contextlib
 import dataclasses
 import os
 import re
@@ -408,6 +409,20 @@ ONNX_MISSING = ("ONNX export needs tf2onnx and onnx (and onnxruntime to run the 
                 "pip install 'mrcnn_kp[onnx]' or pip install tf2onnx onnx onnxruntime")
 
 
+@contextlib.contextmanager
+def _without_xla_islands():
+    """Trace with ops.backend.fused turned off: tf2onnx cannot convert the XLA-compiled
+    functions (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in."""
+    from mrcnn_kp.ops import backend
+
+    original = backend.fused
+    backend.fused = lambda fn: fn
+    try:
+        yield
+    finally:
+        backend.fused = original
+
+
 def onnx_available():
     try:
         import onnx  # noqa: F401
@@ -434,7 +449,7 @@ def export_onnx(model, config, path, paste_masks=False, opset=17):
     serve = make_serving_function(model, config, paste_masks=paste_masks)
     from mrcnn_kp.utils import atomic_path
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _without_xla_islands():
         tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset,
                                       output_path=tmp)
     log.info(f"ONNX model written to {path} (opset {opset})")
