@@ -92,6 +92,18 @@ class KeypointRCNNTrainingModel(keras.Model):
         self.loss_weights = {name: float(weights[name]) for name in LOSS_NAMES}
         self.loss_trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
 
+    def compile(self, *args, **kwargs):
+        """keras.Model.compile, then build the optimizer's slots for the trainable weights.
+
+        Without a distribution strategy the TensorFlow trainer builds the optimizer while
+        tracing the first train step, which creates variables inside the trace and makes
+        tf.function trace the whole step a second time (a minute of CPU for this model).
+        Trainable flags must therefore be set before compile (as Keras requires anyway).
+        """
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = ops.zeros((), "float32")
         for name in LOSS_NAMES:
