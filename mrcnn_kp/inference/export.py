@@ -311,7 +311,7 @@ class TFLiteReport:
 # Ops the models emit that TFLite has no builtin for, and where they come from.
 KNOWN_FLEX_CAUSES = {
     "BitwiseAnd": "keras.ops.argmax on the TensorFlow backend bit-masks float inputs to order "
-                  "-0.0 before 0.0; used in model/detection.py and ops/keypoints.py",
+                  "-0.0 before 0.0 (export_tflite traces with _plain_argmax instead)",
     "CropAndResize": "tf.image.crop_and_resize, matterport's ROI pooling mode",
 }
 
@@ -356,7 +356,8 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     with tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_") as saved:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", serve)
+        with _portable_ops():
+            archive.add_endpoint("serving_default", serve)
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved,
                                                              signature_keys=["serving_default"])
@@ -409,18 +410,39 @@ ONNX_MISSING = ("ONNX export needs tf2onnx and onnx (and onnxruntime to run the 
                 "pip install 'mrcnn_kp[onnx]' or pip install tf2onnx onnx onnxruntime")
 
 
+def _plain_argmax(x, axis=None, keepdims=False):
+    """keras.ops.argmax without its -0.0 handling (a Bitcast + BitwiseAnd on the float bits,
+    which neither TFLite builtins nor tf2onnx can express); the same indices otherwise."""
+    tf = _tf()
+    x = tf.convert_to_tensor(x)
+    flat = tf.reshape(x, [-1]) if axis is None else x
+    index = tf.argmax(flat, axis=0 if axis is None else axis, output_type=tf.int32)
+    if keepdims:
+        index = tf.reshape(index, [1] * len(x.shape)) if axis is None else tf.expand_dims(
+            index, axis)
+    return index
+
+
 @contextlib.contextmanager
-def _without_xla_islands():
-    """Trace with ops.backend.fused turned off: tf2onnx cannot convert the XLA-compiled
-    functions (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in."""
+def _portable_ops():
+    """Trace the model with ops that TFLite builtins and ONNX can express:
+
+    - keras.ops.argmax -> _plain_argmax (model/detection.py and ops/keypoints.py call it);
+    - ops.backend.fused off: tf2onnx cannot convert the XLA-compiled functions
+      (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in.
+    Both are restored on exit; they only change how the graph is written, not its results.
+    """
+    import keras
+
     from mrcnn_kp.ops import backend
 
-    original = backend.fused
+    saved = backend.fused, keras.ops.argmax
     backend.fused = lambda fn: fn
+    keras.ops.argmax = _plain_argmax
     try:
         yield
     finally:
-        backend.fused = original
+        backend.fused, keras.ops.argmax = saved
 
 
 def onnx_available():
@@ -449,7 +471,7 @@ def export_onnx(model, config, path, paste_masks=False, opset=17):
     serve = make_serving_function(model, config, paste_masks=paste_masks)
     from mrcnn_kp.utils import atomic_path
 
-    with atomic_path(path) as tmp, _without_xla_islands():
+    with atomic_path(path) as tmp, _portable_ops():
         tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset,
                                       output_path=tmp)
     log.info(f"ONNX model written to {path} (opset {opset})")
