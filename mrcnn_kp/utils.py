@@ -13,6 +13,7 @@ def get_logger(name="mrcnn_kp"):
         root = logging.getLogger("mrcnn_kp")
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        root.propagate = False  # absl installs a root handler under TF: avoid printing twice
     return logger
 
 
