@@ -11,8 +11,9 @@ and the detection layer's per-class NMS 1000 -> 100 at IoU 0.3. --small shrinks 
 
 Each backend runs in its own subprocess (KERAS_BACKEND is fixed at import). The ops run the
 way the model runs them: inside tf.function (graph mode, no XLA, like Keras on CPU) or
-jax.jit. Times are the median of --repeats calls after one warm-up call, whose time is
-reported separately as *_first_call_s (tracing and compilation).
+jax.jit, on inputs that are backend tensors already. Times are the median of --repeats calls
+after one warm-up call, whose time is reported separately as *_first_call_s (tracing and
+compilation). The machine's load average is recorded: compare runs only at similar load.
 """
 import argparse
 import json
@@ -93,6 +94,8 @@ def run_child(small, repeats):
     result.update({k: v for k, v in s.items()})
 
     def record(name, fn, args):
+        # inputs live on the backend already, as they do inside the model
+        args = keras.tree.map_structure(keras.ops.convert_to_tensor, args)
         first, median = timed(compile_fn(fn), args, repeats)
         result[f"{name}_s"] = round(median, 4)
         result[f"{name}_first_call_s"] = round(first, 3)
