@@ -45,6 +45,9 @@ class PyramidRoiAlign(keras.layers.Layer):
 
     def __init__(self, pool_size, image_shape, sampling_ratio=2, aligned=True,
                  mode="roi_align", **kwargs):
+        # Under mixed precision the features may be float16, but the boxes must stay float32
+        # (pixel coordinates up to 1024 lose ~0.5 px in float16): no input autocasting.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.pool_size = int(pool_size)
         self.image_shape = tuple(int(v) for v in image_shape)
@@ -56,8 +59,11 @@ class PyramidRoiAlign(keras.layers.Layer):
                                       f"mrcnn_kp.ops.roi_align yet; use 'roi_align'")
 
     def call(self, boxes, feature_maps):
+        # Sampled in float32 (the ops mix float32 weights into the gathers); the heads' convs
+        # cast back to their compute dtype.
+        feature_maps = [ops.cast(f, "float32") for f in feature_maps]
         return roi_align_ops.pyramid_roi_align_batched(
-            list(feature_maps), boxes, output_size=self.pool_size,
+            feature_maps, ops.cast(boxes, "float32"), output_size=self.pool_size,
             image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
             aligned=self.aligned)  # [B, N, size, size, C]
 
@@ -76,6 +82,10 @@ class PyramidRoiAlign(keras.layers.Layer):
 class MergeRoiAxis(keras.layers.Layer):
     """[B, N, ...] -> [B * N, ...]: lets plain Keras layers run on every ROI at once."""
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)  # a reshape: keep the input dtype
+        super().__init__(**kwargs)
+
     def call(self, inputs):
         shape = ops.shape(inputs)
         return ops.reshape(inputs, (-1,) + tuple(shape[2:]))
@@ -91,6 +101,7 @@ class SplitRoiAxis(keras.layers.Layer):
     """[B * N, ...] -> [B, N, ...] for a static number of ROIs per image N."""
 
     def __init__(self, num_rois, **kwargs):
+        kwargs.setdefault("autocast", False)  # a reshape: keep the input dtype
         super().__init__(**kwargs)
         self.num_rois = int(num_rois)
 
@@ -114,6 +125,7 @@ class FirstRois(keras.layers.Layer):
     """[B, N, ...] -> [B, count, ...]: the first `count` ROI slots (e.g. the positive ones)."""
 
     def __init__(self, count, **kwargs):
+        kwargs.setdefault("autocast", False)  # a slice: boxes stay float32
         super().__init__(**kwargs)
         self.count = int(count)
 

@@ -128,6 +128,15 @@ class KeypointRCNNTrainingModel(keras.Model):
         config["loss_weights"] = dict(self.loss_weights)
         return config
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        loss_weights = config.pop("loss_weights", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        if loss_weights is not None:
+            model.loss_weights = {name: float(loss_weights[name]) for name in LOSS_NAMES}
+        return model
+
 
 # ------------------------------------------------------------------------------ inputs
 def build_inputs(config):
