@@ -105,6 +105,22 @@ def test_head_batch_norm_follows_train_bn(train_bn):
     assert head.bn1.frozen is (not train_bn) and head.bn2.frozen is (not train_bn)
 
 
+def test_mixed_precision_pools_float32_boxes_from_float16_features():
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        config = TinyConfig()
+        model = head_model(BoxHead(config), config, 32)
+        assert model.get_layer("mrcnn_class_conv1").compute_dtype == "float16"
+        first = FirstRois(2)
+        assert keras.backend.standardize_dtype(first(np.ones((1, 3, 4), "float32")).dtype) \
+            == "float32"  # boxes are not cast to float16 on their way to ROIAlign
+        logits, probs, deltas = run(model)
+        assert probs.dtype == np.float32 and np.all(np.isfinite(deltas))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 # ------------------------------------------------------------------------------ helpers
 def test_roi_axis_folding_round_trip_and_config():
     x = np.arange(2 * 3 * 5, dtype="float32").reshape(2, 3, 5)

@@ -167,3 +167,4 @@ def test_parameter_counts_against_matterport_and_torchvision():
     assert (len(weighted), sum(len(layer.weights) for layer in weighted)) == (133, 384)
     # Without the mask head, it is the keypoint R-CNN of the published figure (+736,451).
     assert total - mask == 59_873_709 == TORCHVISION_KEYPOINTRCNN_R50_FPN + 736_451
+
