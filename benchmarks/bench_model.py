@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Inference latency against the number of persons through the keypoint head: one JSON line.
+
+    python benchmarks/bench_model.py                          # ResNet-50, 800x1067, 1/10/50
+    python benchmarks/bench_model.py --size 1024x1024 --preset cpu_demo
+    python benchmarks/bench_model.py --no-mask --profile      # + per-stage times
+    python benchmarks/bench_model.py --small                  # TinyConfig, seconds (tests)
+
+Batch 1, random weights, a random image of --size molded into the square canvas (800x1067 is
+padded to 1088x1088: see _common.SIZES). DETECTION_MIN_CONFIDENCE 0 and
+DETECTION_MAX_INSTANCES = N force exactly N boxes through the keypoint (and mask) heads: the
+graph has static shapes, so the heads always run on N slots. Each N is its own graph (the
+weights are copied from the first, so every N runs the same network). Timing: predict_on_batch
+(graph mode; --small calls the model eagerly), one warm-up call (tracing) then --repeats calls, median.
+--profile adds cumulative sub-graphs of the N = max model (trunk = backbone + FPN + RPN heads;
++ proposals; + box head and detection; full) and reports each stage as the difference.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def stage_models(model):
+    """Cumulative sub-models of a debug inference model: {stage: keras.Model}."""
+    import keras
+
+    out = model.output  # dict (debug=True outputs)
+    pyramid = [out[f"P{level}"] for level in range(2, 7)]
+    cut = {
+        "trunk": pyramid + [out["rpn_probs"], out["rpn_bbox"]],
+        "proposals": [out["rpn_rois"], out["rpn_valid"]],
+        "box_head_detection": [out["boxes"], out["scores"]],
+    }
+    return {name: keras.Model(model.inputs, tensors, name=f"upto_{name}")
+            for name, tensors in cut.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default", help="mrcnn_kp.config.PRESETS key")
+    ap.add_argument("--size", default="800x1067", choices=sorted(_common.SIZES))
+    ap.add_argument("--persons", help="boxes through the keypoint head (default 1,10,50; "
+                    "--small: 1,4)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-mask", action="store_true", help="USE_MASK_HEAD=False (torchvision "
+                    "keypointrcnn has no mask head)")
+    ap.add_argument("--profile", action="store_true", help="per-stage times at the largest N")
+    ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px, N = 1, 4")
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+
+    import keras
+    import numpy as np
+
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+
+    if args.small:
+        preset, (height, width, side) = "tiny", (96, 128, 128)
+    else:
+        preset, (height, width, side) = args.preset, _common.SIZES[args.size]
+    persons = [int(n) for n in (args.persons or ("1,4" if args.small else "1,10,50")).split(",")]
+    overrides = dict(DETECTION_MIN_CONFIDENCE=0.0, IMAGES_PER_GPU=1, GPU_COUNT=1)
+    if args.no_mask:
+        overrides["USE_MASK_HEAD"] = False
+    keras.utils.set_random_seed(0)
+    result = {"figure": "inference latency vs persons", "preset": preset,
+              "image_hw": [height, width], "canvas": side, "mask_head": not args.no_mask,
+              "batch": 1, "repeats": args.repeats, "weights": "random (seed 0)", "infer": {}}
+    weights, model = None, None
+    for n in persons:
+        config = _common.make_config(preset, side, DETECTION_MAX_INSTANCES=n,
+                                     POST_NMS_ROIS_INFERENCE=max(n, _common.make_config(
+                                         preset, side).POST_NMS_ROIS_INFERENCE), **overrides)
+        model = build_inference_model(config, debug=args.profile and n == max(persons))
+        if weights is None:
+            weights = model.get_weights()
+            result["params_total"] = int(model.count_params())
+        else:
+            model.set_weights(weights)
+        image, meta = _common.molded_images(config, height, width, 1)
+        inputs = {"input_image": image, "input_image_meta": meta}
+        outputs = {}
+
+        def call():
+            if args.small:  # eager: no tracing, so the smoke test takes seconds
+                outputs.update({k: keras.ops.convert_to_numpy(v)
+                                for k, v in model(inputs, training=False).items()})
+            else:
+                outputs.update(model.predict_on_batch(inputs))
+
+        timing = _common.time_calls(call, args.repeats)
+        timing["keypoint_head_boxes"] = int(outputs["keypoints"].shape[1])
+        timing["detections"] = int(np.asarray(outputs["num_detections"])[0])
+        result["infer"][f"persons_{n}"] = timing
+        _common.log(f"N={n}: {timing['median_s']} s ({timing['detections']} detections), "
+                    f"cpu {timing['cpu']}")
+    times = [result["infer"][f"persons_{n}"]["median_s"] for n in persons]
+    result["flatness_max_over_min"] = round(times[-1] / times[0], 3)
+    if args.profile:
+        cumulative = {}
+        for name, sub in stage_models(model).items():
+            cumulative[name] = _common.time_calls(lambda: sub.predict_on_batch(inputs),
+                                                  args.repeats)["median_s"]
+        cumulative["full"] = times[-1]
+        stages, previous = {}, 0.0
+        for name, t in cumulative.items():
+            stages[name if name != "full" else "keypoint_mask_heads_decode"] = round(
+                t - previous, 4)
+            previous = t
+        result["profile"] = {"persons": persons[-1], "cumulative_s": cumulative,
+                             "stage_s": stages}
+        _common.log("profile", result["profile"])
+    result["peak_rss_mib"] = _common.rss_mib()
+    result["machine"] = _common.machine()
+    _common.emit(result, args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Training step time, images/s and peak memory at batch 1, 2 (and 8): one JSON line.
+
+    python benchmarks/bench_train.py                            # ResNet-50, 800x1067, b 1, 2
+    python benchmarks/bench_train.py --preset cpu_demo --batches 1,2,8
+    python benchmarks/bench_train.py --torchvision-like         # torchvision's RoI counts
+    python benchmarks/bench_train.py --small                    # TinyConfig, seconds (tests)
+
+A step = train_on_batch (graph mode: forward with the six losses, backward, SGD(1e-4,
+momentum 0.9, weight decay 1e-4) update), random weights, random images of --size molded into
+the square canvas with torchvision's benchmark persons (3 per image, 17 joints). One warm-up
+step (tracing), then --repeats steps, median (--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so
+its peak RSS is its own.
+--torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
+head, 32 in the keypoint head, no mask head, conv1 and res2 frozen (trainable_backbone_layers=3),
+batch norm frozen (TRAIN_BN False, the default).
+"""
+import argparse
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+FROZEN_LIKE_TORCHVISION = re.compile(r"^(conv1|bn_conv1|res2|bn2)")
+
+
+def one_batch(args, batch):
+    """Time train steps at one batch size in this process; the case's dict."""
+    import keras
+    import numpy as np
+
+    from mrcnn_kp.model.keypoint_rcnn import build_training_model
+
+    preset, (height, width, side) = (("tiny", (96, 128, 128)) if args.small
+                                     else (args.preset, _common.SIZES[args.size]))
+    overrides = dict(IMAGES_PER_GPU=batch, GPU_COUNT=1)
+    if args.torchvision_like:
+        overrides.update(_common.TORCHVISION_LIKE)
+        # TinyConfig has only POST_NMS_ROIS_TRAINING (64) proposals to sample from
+        overrides["TRAIN_ROIS_PER_IMAGE"] = min(
+            overrides["TRAIN_ROIS_PER_IMAGE"], _common.make_config(preset).POST_NMS_ROIS_TRAINING)
+    config = _common.make_config(preset, side, **overrides)
+    keras.utils.set_random_seed(0)
+    model = build_training_model(config)
+    if args.torchvision_like:
+        for layer in model.layers:
+            if FROZEN_LIKE_TORCHVISION.match(layer.name):
+                layer.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4),
+                  run_eagerly=args.small)  # --small: no tracing, seconds
+    data = _common.training_batch(config, height, width)
+    losses = {}
+
+    def step():
+        losses.update(model.train_on_batch(data, return_dict=True))
+
+    timing = _common.time_calls(step, args.repeats)
+    timing.update(
+        batch=batch, images_per_s=round(batch / timing["median_s"], 3),
+        loss_finite=bool(all(np.isfinite(float(v)) for v in losses.values())),
+        losses_last={k: round(float(v), 4) for k, v in losses.items()},
+        box_head_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
+        mask_head=bool(config.USE_MASK_HEAD),
+        trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        peak_rss_mib=_common.rss_mib())
+    from mrcnn_kp.model.roi_targets import keypoint_slots
+
+    timing["keypoint_head_rois_per_image"] = keypoint_slots(config)
+    return {"preset": preset, "image_hw": [height, width], "canvas": side, "case": timing}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default", help="mrcnn_kp.config.PRESETS key")
+    ap.add_argument("--size", default="800x1067", choices=sorted(_common.SIZES))
+    ap.add_argument("--batches", default="1,2", help="batch sizes, e.g. 1,2,8")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--torchvision-like", action="store_true",
+                    help="torchvision's RoI counts, no mask head, conv1/res2 frozen")
+    ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px")
+    ap.add_argument("--child-batch", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+
+    if args.child_batch:
+        _common.emit(one_batch(args, args.child_batch))
+        return
+    result = {"figure": "training step", "repeats": args.repeats,
+              "torchvision_like": args.torchvision_like, "weights": "random (seed 0)",
+              "train": {}}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        cmd = [sys.executable, os.path.abspath(__file__), "--preset", args.preset, "--size",
+               args.size, "--repeats", args.repeats, "--child-batch", batch]
+        cmd += ["--small"] * args.small + ["--torchvision-like"] * args.torchvision_like
+        try:
+            child = _common.run_json(cmd)
+        except RuntimeError as error:  # e.g. killed for memory at a large batch
+            result["train"][f"b{batch}"] = {"batch": batch, "error": str(error)}
+            continue
+        result.update(preset=child["preset"], image_hw=child["image_hw"], canvas=child["canvas"])
+        result["train"][f"b{batch}"] = child["case"]
+        _common.log(f"b{batch}: {child['case']['median_s']} s/step, "
+                    f"{child['case']['images_per_s']} img/s, "
+                    f"peak {child['case']['peak_rss_mib']} MiB, cpu {child['case']['cpu']}")
+    peaks = [c["peak_rss_mib"] for c in result["train"].values() if "peak_rss_mib" in c]
+    result["peak_rss_mib"] = max(peaks) if peaks else None
+    result["machine"] = _common.machine()
+    _common.emit(result, args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The benchmark scripts run end to end with --small (TinyConfig, eager) and print the JSON
+keys RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
+not part of the test environment)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import _common  # noqa: E402
+import compare_torchvision  # noqa: E402
+
+
+def run_script(name, *args, out):
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args, "--json-out", str(out)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert json.loads(out.read_text()) == json.loads(line)
+    return json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    infer = run_script("bench_model.py", "--small", "--persons", "1,3", "--repeats", "1",
+                       "--no-mask", out=folder / "infer.json")
+    train = run_script("bench_train.py", "--small", "--batches", "1", "--repeats", "1",
+                       "--torchvision-like", out=folder / "train.json")
+    compare = run_script("compare_torchvision.py", "--small", "--skip-torchvision",
+                         "--ours-infer-json", str(folder / "infer.json"),
+                         "--ours-train-json", str(folder / "train.json"),
+                         out=folder / "compare.json")
+    return infer, train, compare
+
+
+def test_bench_model_reports_latency_per_person_count(outputs):
+    infer = outputs[0]
+    assert infer["preset"] == "tiny" and infer["mask_head"] is False
+    assert sorted(infer["infer"]) == ["persons_1", "persons_3"]
+    for n in (1, 3):
+        case = infer["infer"][f"persons_{n}"]
+        assert case["keypoint_head_boxes"] == n and case["detections"] == n
+        assert case["median_s"] > 0 and len(case["all_s"]) == 1 and len(case["warmup_s"]) == 1
+        assert set(case["cpu"]) == {"self_util", "foreign_frac"}
+    ratio = infer["infer"]["persons_3"]["median_s"] / infer["infer"]["persons_1"]["median_s"]
+    assert infer["flatness_max_over_min"] == pytest.approx(ratio, abs=1e-3)
+    assert infer["peak_rss_mib"] > 100 and infer["machine"]["nproc"] >= 1
+
+
+def test_bench_train_reports_step_time_images_per_second_and_memory(outputs):
+    train = outputs[1]
+    case = train["train"]["b1"]
+    assert train["torchvision_like"] is True and case["mask_head"] is False
+    assert case["images_per_s"] == pytest.approx(1 / case["median_s"], rel=1e-2)
+    assert case["loss_finite"] is True and "keypoint_loss" in case["losses_last"]
+    # TinyConfig: 64 proposals cap the 512 box-head RoIs; 32 keypoint RoIs fit 16 positives.
+    assert case["box_head_rois_per_image"] == 64 and case["keypoint_head_rois_per_image"] == 16
+    assert train["peak_rss_mib"] == case["peak_rss_mib"] > 100
+
+
+def test_compare_without_torchvision_has_null_ratios(outputs):
+    compare = outputs[2]
+    assert compare["torchvision"] == {"error": "skipped (--skip-torchvision)"}
+    assert compare["ratios"] == {"infer": {"persons_1": None}, "train": {"b1": None},
+                                 "peak_rss_infer": None, "peak_rss_train": None}
+    assert compare["targets_met"] is None and compare["targets"]["infer"] == 0.6
+    assert compare["ours_infer"]["infer"]["persons_1"]["keypoint_head_boxes"] == 1
+
+
+def test_ratio_is_ours_over_torchvision():
+    assert compare_torchvision.ratio(3.0, 6.0) == 0.5
+    assert compare_torchvision.ratio(None, 6.0) is None
+
+
+def test_training_batch_places_three_persons_in_the_window():
+    config = _common.make_config("tiny", IMAGES_PER_GPU=2)
+    batch = _common.training_batch(config, 96, 128)
+    assert batch["input_image"].shape == (2, 128, 128, 3)
+    assert batch["input_rpn_match"].shape == (2, config.NUM_ANCHORS)
+    assert (batch["input_gt_class_ids"] == 1).sum(axis=1).tolist() == [3, 3]
+    y1, x1, y2, x2 = batch["input_image_meta"][0, 7:11]
+    assert (y1, x1, y2, x2) == (16, 0, 112, 128)  # 96 x 128 centred in 128 x 128
+    boxes = batch["input_gt_boxes"][0, :3]
+    np.testing.assert_allclose(boxes[0], [0.09 * 128, 16 + 0.19 * 96, 0.28 * 128, 16 + 0.88 * 96],
+                               rtol=1e-5)
+    kps = batch["input_gt_keypoints"][0, :3]
+    assert np.all((kps[..., 0] >= boxes[:, None, 0]) & (kps[..., 0] <= boxes[:, None, 2]))
+    assert (batch["input_rpn_match"] == 1).sum() > 0
