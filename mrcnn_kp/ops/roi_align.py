@@ -1,4 +1,5 @@
-"""ROIAlign (He et al. 2017) with torchvision's exact semantics, and its FPN pyramid version.
+"""ROIAlign (He et al. 2017) with torchvision's exact semantics, and its FPN pyramid version
+(plus matterport's crop_and_resize pooling, to reproduce matterport-trained models exactly).
 
 Every output bin averages sampling_ratio x sampling_ratio bilinear samples placed at the
 centres of a regular sub-grid of the bin. aligned=True shifts the box by -0.5 feature pixels
@@ -20,6 +21,9 @@ from mrcnn_kp.ops import backend
 CANONICAL_SIZE = 224.0  # FPN paper: a 224 x 224 box maps to level 4
 CANONICAL_LEVEL = 4
 MIN_LEVEL, MAX_LEVEL = 2, 5
+# Sampling rules at the map border and the pooling modes of pyramid_roi_align
+TORCHVISION, CROP_AND_RESIZE = "roi_align", "crop_and_resize"
+MODES = (TORCHVISION, CROP_AND_RESIZE)
 
 
 def _pair(size):
@@ -51,17 +55,22 @@ def _sample_grid(boxes, scale, output_size, sampling_ratio, aligned):
     return y1 + 0.5 * step_y, step_y, x1 + 0.5 * step_x, step_x
 
 
-def _bilinear_taps(first, step, count, size):
+def _bilinear_taps(first, step, count, size, border=TORCHVISION):
     """Bilinear taps of `count` samples first + k * step along one axis of a map of `size`.
 
-    first, step, size [N] -> low, high [N, count] int32 rows, w_low, w_high [N, count]
-    (torchvision's bilinear_interpolate: 0 more than one pixel outside the map, the border
-    value within one pixel of it).
+    first, step, size [N] -> low, high [N, count] int32 rows, w_low, w_high [N, count].
+    border TORCHVISION (bilinear_interpolate): 0 more than one pixel outside the map, the
+    border value within one pixel of it. CROP_AND_RESIZE (tf.image.crop_and_resize with
+    extrapolation_value 0): 0 anywhere outside [0, size - 1].
     """
     pos = first[:, None] + ops.cast(ops.arange(count), "float32")[None, :] * step[:, None]
     size = size[:, None]  # [N, 1]
-    inside = ops.cast((pos >= -1.0) & (pos <= size), "float32")
-    pos = ops.maximum(pos, 0.0)
+    if border == TORCHVISION:
+        inside = ops.cast((pos >= -1.0) & (pos <= size), "float32")
+        pos = ops.maximum(pos, 0.0)
+    else:
+        inside = ops.cast((pos >= 0.0) & (pos <= size - 1.0), "float32")
+        pos = ops.clip(pos, 0.0, size - 1.0)
     low = ops.floor(pos)
     at_end = low >= size - 1.0
     low = ops.where(at_end, size - 1.0, low)
@@ -71,16 +80,16 @@ def _bilinear_taps(first, step, count, size):
             (1.0 - frac) * inside, frac * inside)
 
 
-def _sample_from_table(table, row_offset, height, width, grid, grid_size):
+def _sample_from_table(table, row_offset, height, width, grid, grid_size, border=TORCHVISION):
     """Bilinear samples of every box's grid, read from the flattened maps.
 
     table [T, C]: maps flattened row-major; row_offset [N] int32 first row of the box's
     (level, image) map; height, width [N] float its size; grid = (first_y, step_y, first_x,
-    step_x) [N] each; grid_size (rows, cols) -> [N, rows, cols, C]
+    step_x) [N] each; grid_size (rows, cols); border: see _bilinear_taps -> [N, rows, cols, C]
     """
     first_y, step_y, first_x, step_x = grid
-    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(first_y, step_y, grid_size[0], height)
-    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(first_x, step_x, grid_size[1], width)
+    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(first_y, step_y, grid_size[0], height, border)
+    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(first_x, step_x, grid_size[1], width, border)
     row_width = ops.cast(width, "int32")[:, None, None]  # [N, 1, 1]
     base = row_offset[:, None, None]  # [N, 1, 1]
     total = 0.0
@@ -92,12 +101,13 @@ def _sample_from_table(table, row_offset, height, width, grid, grid_size):
     return total
 
 
-def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampling_ratio):
-    """ROIAlign bins from the maps of every level flattened into one table -> [N, h, w, C]."""
+def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampling_ratio,
+                  border=TORCHVISION):
+    """Bins from the maps of every level flattened into one table -> [N, h, w, C]."""
     channels = ops.shape(features[0])[-1]
     table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
     grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
-    samples = _sample_from_table(table, row_offset, height, width, grid, grid_size)
+    samples = _sample_from_table(table, row_offset, height, width, grid, grid_size, border)
     return _average_bins(samples, output_size, sampling_ratio)
 
 
@@ -155,8 +165,49 @@ def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
     return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
 
 
+def matterport_levels(boxes, image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
+    """matterport's PyramidROIAlign level of each pixel box [..., 4] -> [...] int32.
+
+    clip(4 + round(log2(sqrt(h * w) / (224 / sqrt(H * W)))), 2, 5) with h, w of the box
+    normalised matterport's way ((y2 - 1 - y1) / (H - 1)) and round half to even (tf.round).
+    """
+    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
+    image_h, image_w = _pair(image_size)
+    h = (boxes[..., 3] - 1.0 - boxes[..., 1]) / (image_h - 1.0)
+    w = (boxes[..., 2] - 1.0 - boxes[..., 0]) / (image_w - 1.0)
+    area = ops.maximum(h * w, 0.0)
+    scale = CANONICAL_SIZE / (float(image_h * image_w) ** 0.5)
+    level = ops.log2(ops.maximum(ops.sqrt(area), 1e-30) / scale)
+    level = CANONICAL_LEVEL + ops.round(level)
+    return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
+
+
+def _crop_and_resize_grid(boxes, image_size, height, width, output_size):
+    """tf.image.crop_and_resize's sample grid of matterport's normalised boxes.
+
+    boxes [N, 4] pixels, height, width [N] the box's map size -> (first_y, step_y, first_x,
+    step_x): sample k at y1n (H_l - 1) + k (y2n - y1n) (H_l - 1) / (c - 1), or at the centre
+    (y1n + y2n) / 2 (H_l - 1) when c = 1.
+    """
+    image_h, image_w = _pair(image_size)
+    out_h, out_w = output_size
+    y1 = boxes[:, 1] / (image_h - 1.0)
+    x1 = boxes[:, 0] / (image_w - 1.0)
+    y2 = (boxes[:, 3] - 1.0) / (image_h - 1.0)
+    x2 = (boxes[:, 2] - 1.0) / (image_w - 1.0)
+
+    def axis(lo, hi, size, count):
+        if count == 1:
+            return 0.5 * (lo + hi) * (size - 1.0), ops.zeros_like(lo)
+        return lo * (size - 1.0), (hi - lo) * (size - 1.0) / (count - 1.0)
+
+    first_y, step_y = axis(y1, y2, height, out_h)
+    first_x, step_x = axis(x1, x2, width, out_w)
+    return first_y, step_y, first_x, step_x
+
+
 def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sampling_ratio=2,
-                      aligned=True, use_fast_path=True):
+                      aligned=True, use_fast_path=True, mode=TORCHVISION):
     """Multi-level ROIAlign: each box is pooled from the FPN level its size selects.
 
     features: list of [B, H_l, W_l, C] maps for P2, P3, ... (consecutive levels from 2);
@@ -164,7 +215,12 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     image_size: (height, width) of the image the boxes live in (the stride of level l is
     image_size / map size). Returns [N, out_h, out_w, C] in the input box order.
     use_fast_path=False forces the keras.ops version (the reference for backend fast paths).
+    mode "crop_and_resize" reproduces matterport's PyramidROIAlign instead: its level rule
+    (matterport_levels) and one tf.image.crop_and_resize sample per output cell on its
+    normalised boxes (sampling_ratio and aligned are then unused).
     """
+    if mode not in MODES:
+        raise ValueError(f"unknown ROI pooling mode {mode!r}; choose one of {', '.join(MODES)}")
     sampling_ratio = _check_sampling_ratio(sampling_ratio)
     output_size = _pair(output_size)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
@@ -173,7 +229,10 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     features = [ops.convert_to_tensor(f) for f in features]
     channels = ops.shape(features[0])[-1]
     max_level = MIN_LEVEL + len(features) - 1
-    level = fpn_levels(boxes, MIN_LEVEL, max_level) - MIN_LEVEL  # [N] 0-based level
+    if mode == CROP_AND_RESIZE:
+        level = matterport_levels(boxes, (image_h, image_w), MIN_LEVEL, max_level) - MIN_LEVEL
+    else:
+        level = fpn_levels(boxes, MIN_LEVEL, max_level) - MIN_LEVEL  # [N] 0-based level
 
     # Per level: first table row, map size and scale; then pick each box's values.
     starts, heights, widths, scales_y, scales_x = [], [], [], [], []
@@ -193,21 +252,25 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     def pick(values, dtype="float32"):  # per-level values -> [N], each box's level's value
         return ops.take(ops.stack([ops.cast(v, dtype) for v in values]), level, axis=0)
 
-    grid = _sample_grid(boxes, pick(scales_y), output_size, sampling_ratio, aligned)
     height, width = pick(heights), pick(widths)
     row_offset = pick(starts, "int32") + box_indices * ops.cast(height * width, "int32")
+    if mode == CROP_AND_RESIZE:
+        grid = _crop_and_resize_grid(boxes, (image_h, image_w), height, width, output_size)
+        sampling_ratio = 1
+    else:
+        grid = _sample_grid(boxes, pick(scales_y), output_size, sampling_ratio, aligned)
     pool = backend.fused(_pool_pyramid) if use_fast_path else _pool_pyramid
-    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio)
+    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio, mode)
 
 
 def pyramid_roi_align_batched(features, boxes, output_size, image_size, sampling_ratio=2,
-                              aligned=True, use_fast_path=True):
+                              aligned=True, use_fast_path=True, mode=TORCHVISION):
     """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]."""
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
     pooled = pyramid_roi_align(features, ops.reshape(boxes, (-1, 4)), box_indices, output_size,
-                               image_size, sampling_ratio, aligned,
-                               use_fast_path)  # [B*N, h, w, C]
+                               image_size, sampling_ratio, aligned, use_fast_path,
+                               mode)  # [B*N, h, w, C]
     out_h, out_w = _pair(output_size)
     return ops.reshape(pooled, (batch, num_boxes, out_h, out_w, ops.shape(pooled)[-1]))

@@ -215,3 +215,52 @@ def test_pyramid_roi_align_batched_inside_a_keras_model_with_symbolic_batch(in_k
             want = reference_roi_align(fmap, boxes[b, n:n + 1], [b], (7, 7),
                                        fmap.shape[1] / 128, 2, True)
             np.testing.assert_allclose(np.asarray(got)[b, n], want[0], atol=2e-5)
+
+
+# ------------------------------------------------------------------ matterport's crop_and_resize
+def reference_matterport_pool(features, boxes, box_indices, size, image):
+    """matterport PyramidROIAlign: normalised boxes, round-half-even level rule, then
+    tf.image.crop_and_resize (bilinear, extrapolation 0) written per sample."""
+    out = np.zeros((len(boxes), size, size, features[0].shape[-1]))
+    levels = []
+    for n, (x1, y1, x2, y2) in enumerate(boxes.astype(np.float64)):
+        ny1, nx1 = y1 / (image - 1), x1 / (image - 1)
+        ny2, nx2 = (y2 - 1) / (image - 1), (x2 - 1) / (image - 1)
+        area = max((ny2 - ny1) * (nx2 - nx1), 0.0)
+        level = 2 if area == 0 else int(min(5, max(2, 4 + np.round(
+            math.log2(math.sqrt(area) / (224 / image))))))
+        levels.append(level)
+        fmap = features[level - 2][box_indices[n]]
+        h, w = fmap.shape[:2]
+        for i in range(size):
+            in_y = ny1 * (h - 1) + i * (ny2 - ny1) * (h - 1) / (size - 1)
+            for j in range(size):
+                in_x = nx1 * (w - 1) + j * (nx2 - nx1) * (w - 1) / (size - 1)
+                if not (0 <= in_y <= h - 1 and 0 <= in_x <= w - 1):
+                    continue
+                top, left = math.floor(in_y), math.floor(in_x)
+                bottom, right = math.ceil(in_y), math.ceil(in_x)
+                ly, lx = in_y - top, in_x - left
+                upper = fmap[top, left] + (fmap[top, right] - fmap[top, left]) * lx
+                lower = fmap[bottom, left] + (fmap[bottom, right] - fmap[bottom, left]) * lx
+                out[n, i, j] = upper + (lower - upper) * ly
+    return out, levels
+
+
+def test_crop_and_resize_mode_matches_matterport_definition(compiled):
+    rng = np.random.default_rng(11)
+    features = pyramid(rng, batch=2, image=256, channels=3)
+    sides = np.array([10, 40, 63, 64, 100, 128, 200, 250, 1, 330, 400], np.float32)
+    xy = rng.uniform(-20, 200, (len(sides), 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + sides[:, None]], axis=1)
+    box_indices = rng.integers(0, 2, len(sides)).astype(np.int32)
+    fn = compiled(roi_align.pyramid_roi_align, output_size=7, image_size=256,
+                  mode="crop_and_resize")
+    got = to_numpy(fn(features, boxes, box_indices))
+    want, levels = reference_matterport_pool(features, boxes, box_indices, 7, 256)
+    assert len(set(levels)) == 4  # every level is used
+    np.testing.assert_array_equal(
+        to_numpy(compiled(roi_align.matterport_levels, image_size=256)(boxes)), levels)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    with pytest.raises(ValueError, match="unknown ROI pooling mode 'nearest'"):
+        roi_align.pyramid_roi_align(features, boxes, box_indices, 7, 256, mode="nearest")
