@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,14 @@ def test_inspect_data_runs_top_to_bottom_with_real_coco(tmp_path, notebook_dirs,
 
 
 # ------------------------------------------------------------------------------ saving
+def _children_cpu_seconds():
+    """CPU time of the finished child processes (the kernels, once shut down)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def save_notebooks(names):
     """Execute the notebooks with the small settings and write them back with outputs.
 
@@ -238,7 +247,10 @@ def save_notebooks(names):
             work_dir = tmp / name
             work_dir.mkdir()
             print(f"executing {name} ...", flush=True)
+            wall, cpu = time.monotonic(), _children_cpu_seconds()
             notebook = execute_notebook(name, work_dir, env)
+            wall, cpu = time.monotonic() - wall, _children_cpu_seconds() - cpu
+            print(f"  {wall:.0f} s, the kernel used {cpu:.0f} CPU seconds", flush=True)
             for cell in notebook.cells:
                 if NO_SAVED_OUTPUT in cell.metadata.get("tags", []):
                     cell.outputs = []
