@@ -13,8 +13,8 @@ argmax cell of the 56x56 logits and evaluate the same bicubic interpolant only a
 argmax lies within that window (radius 16 covers +-1 heatmap cell for rois up to ~900 px).
 Static shapes throughout.
 """
-from keras import ops
 import numpy as np
+from keras import ops
 
 HEATMAP_SIZE = 56
 BICUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution constant
@@ -129,16 +129,20 @@ def decode_heatmaps(logits, rois, radius=16):
     px_x, taps_x, w_x = _candidate_pixels(cell_x, per_joint(width_px), fsize, radius)
     num_px = 2 * radius + 1
 
+    # Plain row gathers (take_along_axis would build full index grids): map m's row r is
+    # row m * S + r of the [M * S, S] table.
+    num_maps = ops.shape(maps)[0]
+    first_row = (ops.arange(num_maps, dtype="int32") * size)[:, None]  # [M, 1]
     # Interpolate along y: the 4 tap rows of every candidate row, weighted. [M, P, S]
-    row_index = ops.reshape(taps_y, (-1, num_px * 4, 1))  # [M, P*4, 1]
-    rows = ops.take_along_axis(maps, ops.broadcast_to(row_index, (ops.shape(maps)[0], num_px * 4,
-                                                                   size)), axis=1)
+    rows = ops.take(ops.reshape(maps, (-1, size)),
+                    first_row + ops.reshape(taps_y, (-1, num_px * 4)), axis=0)  # [M, P*4, S]
     rows = ops.sum(ops.reshape(rows, (-1, num_px, 4, size)) * w_y[..., None], axis=2)
-    # Then along x at the candidate columns. [M, P(y), P(x)]
-    col_index = ops.reshape(taps_x, (-1, 1, num_px * 4))  # [M, 1, P*4]
-    cols = ops.take_along_axis(rows, ops.broadcast_to(col_index, (ops.shape(maps)[0], num_px,
-                                                                   num_px * 4)), axis=2)
-    values = ops.sum(ops.reshape(cols, (-1, num_px, num_px, 4)) * w_x[:, None, :, :], axis=-1)
+    # Then along x, on the transposed rows: [M, S(x), P(y)] -> the candidate columns.
+    columns = ops.reshape(ops.transpose(rows, (0, 2, 1)), (-1, num_px))  # [M*S, P(y)]
+    cols = ops.take(columns, first_row + ops.reshape(taps_x, (-1, num_px * 4)),
+                    axis=0)  # [M, P(x)*4, P(y)]
+    values = ops.sum(ops.reshape(cols, (-1, num_px, 4, num_px)) * w_x[..., None], axis=2)
+    values = ops.transpose(values, (0, 2, 1))  # [M, P(y), P(x)]
 
     values = ops.reshape(values, (-1, num_px * num_px))  # [M, P*P]
     best = ops.cast(ops.argmax(values, axis=-1), "int32")  # [M]

@@ -100,8 +100,8 @@ def test_encode_deltas_matches_matterport_box_refinement(compiled):
     rng = np.random.default_rng(2)
     gt, ref = random_boxes(rng, 20), random_boxes(rng, 20)
     want = np.stack([reference_encode(g, r, np.array(STD)) for g, r in zip(gt, ref)])
-    np.testing.assert_allclose(to_numpy(compiled(boxes.encode_deltas)(gt, ref, STD)), want, rtol=1e-4,
-                               atol=1e-4)
+    got = to_numpy(compiled(boxes.encode_deltas)(gt, ref, STD))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(boxes.encode_deltas_numpy(gt, ref, STD), want, rtol=1e-4,
                                atol=1e-4)
 
@@ -116,7 +116,8 @@ def test_decode_deltas_matches_matterport_apply_box_deltas_and_inverts_encode(co
     np.testing.assert_allclose(boxes.decode_deltas_numpy(deltas, ref, STD), want, rtol=1e-4,
                                atol=1e-3)
     gt = random_boxes(rng, 20)
-    round_trip = compiled(boxes.decode_deltas)(compiled(boxes.encode_deltas)(gt, ref, STD), ref, STD)
+    encoded = compiled(boxes.encode_deltas)(gt, ref, STD)
+    round_trip = compiled(boxes.decode_deltas)(encoded, ref, STD)
     np.testing.assert_allclose(to_numpy(round_trip), gt, atol=1e-3)
 
 
@@ -127,7 +128,8 @@ def test_deltas_are_finite_for_zero_size_boxes_and_empty_input(compiled):
                    boxes.encode_deltas_numpy(gt, ref, STD)):
         assert np.all(np.isfinite(deltas)), deltas
     huge = np.full((3, 4), 1e4, np.float32)
-    assert np.all(np.isfinite(to_numpy(compiled(boxes.decode_deltas)(huge, ref, STD))))
+    decoded = to_numpy(compiled(boxes.decode_deltas)(huge, ref, STD))
+    assert np.all(np.isfinite(decoded))
     empty = np.zeros((0, 4), np.float32)
     assert to_numpy(compiled(boxes.encode_deltas)(empty, empty, STD)).shape == (0, 4)
     assert boxes.decode_deltas_numpy(empty, empty, STD).shape == (0, 4)
@@ -135,9 +137,9 @@ def test_deltas_are_finite_for_zero_size_boxes_and_empty_input(compiled):
 
 def test_decode_deltas_batched_shape(compiled):
     ref = random_boxes(np.random.default_rng(4), 6).reshape(2, 3, 4)
-    assert to_numpy(compiled(boxes.decode_deltas)(np.zeros((2, 3, 4)), ref, STD)).shape == (2, 3, 4)
-    np.testing.assert_allclose(to_numpy(compiled(boxes.decode_deltas)(np.zeros((2, 3, 4)), ref, STD)), ref,
-                               atol=1e-4)
+    got = to_numpy(compiled(boxes.decode_deltas)(np.zeros((2, 3, 4)), ref, STD))
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_allclose(got, ref, atol=1e-4)  # zero deltas leave the boxes alone
 
 
 # ------------------------------------------------------------------ clipping

@@ -79,12 +79,12 @@ def test_nms_edge_cases(compiled, use_fast_path):
 
 
 @pytest.mark.parametrize("use_fast_path", PATHS)
-def test_nms_empty_and_all_masked(use_fast_path):
-    idx, count = boxes.nms(np.zeros((0, 4)), np.zeros((0,)), 0.5, 4,
-                           use_fast_path=use_fast_path)
+def test_nms_empty_and_all_masked(compiled, use_fast_path):
+    idx, count = compiled(boxes.nms, iou_threshold=0.5, max_output=4,
+                          use_fast_path=use_fast_path)(np.zeros((0, 4)), np.zeros((0,)))
     assert to_numpy(idx).tolist() == [-1] * 4 and int(to_numpy(count)) == 0
-    idx, count = boxes.nms(np.ones((3, 4)), np.full(3, -np.inf), 0.5, 2,
-                           use_fast_path=use_fast_path)
+    idx, count = compiled(boxes.nms, iou_threshold=0.5, max_output=2,
+                          use_fast_path=use_fast_path)(np.ones((3, 4)), np.full(3, -np.inf))
     assert to_numpy(idx).tolist() == [-1, -1] and int(to_numpy(count)) == 0
 
 
