@@ -53,10 +53,10 @@ class PyramidRoiAlign(keras.layers.Layer):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
+        if mode not in roi_align_ops.MODES:
+            raise ValueError(f"unknown ROI_ALIGN_MODE {mode!r}; choose one of "
+                             f"{', '.join(roi_align_ops.MODES)}")
         self.mode = mode
-        if mode != "roi_align":
-            raise NotImplementedError(f"ROI_ALIGN_MODE {mode!r} is not available in "
-                                      f"mrcnn_kp.ops.roi_align yet; use 'roi_align'")
 
     def call(self, boxes, feature_maps):
         # Sampled in float32 (the ops mix float32 weights into the gathers); the heads' convs
@@ -65,7 +65,7 @@ class PyramidRoiAlign(keras.layers.Layer):
         return roi_align_ops.pyramid_roi_align_batched(
             feature_maps, ops.cast(boxes, "float32"), output_size=self.pool_size,
             image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned)  # [B, N, size, size, C]
+            aligned=self.aligned, mode=self.mode)  # [B, N, size, size, C]
 
     def compute_output_shape(self, boxes_shape, feature_maps_shape):
         channels = feature_maps_shape[0][-1]

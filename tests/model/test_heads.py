@@ -41,8 +41,9 @@ MATTERPORT_512 = Config(IMAGE_MAX_DIM=256, IMAGE_MIN_DIM=256)  # 2 classes, 256-
 
 
 # ------------------------------------------------------------------------------ shapes
-def test_box_head_shapes():
-    config = TinyConfig()
+@pytest.mark.parametrize("mode", ["roi_align", "crop_and_resize"])
+def test_box_head_shapes(mode):
+    config = TinyConfig(ROI_ALIGN_MODE=mode)
     logits, probs, deltas = run(head_model(BoxHead(config), config, 32))
     assert logits.shape == (2, NUM_ROIS, 2) and deltas.shape == (2, NUM_ROIS, 2, 4)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
@@ -132,9 +133,10 @@ def test_roi_axis_folding_round_trip_and_config():
     np.testing.assert_array_equal(np.asarray(first(x)), x[:, :2])
 
 
-def test_pyramid_roi_align_layer_config_and_unknown_mode():
-    layer = PyramidRoiAlign(7, (128, 128, 3), 2, True, name="roi")
+def test_pyramid_roi_align_layer_config_and_modes():
+    layer = PyramidRoiAlign(7, (128, 128, 3), 2, True, mode="crop_and_resize", name="roi")
     again = PyramidRoiAlign.from_config(layer.get_config())
-    assert (again.pool_size, again.image_shape, again.aligned) == (7, (128, 128, 3), True)
-    with pytest.raises(NotImplementedError, match="crop_and_resize"):
-        PyramidRoiAlign(7, (128, 128, 3), mode="crop_and_resize")
+    assert (again.pool_size, again.image_shape, again.aligned, again.mode) == (
+        7, (128, 128, 3), True, "crop_and_resize")
+    with pytest.raises(ValueError, match="unknown ROI_ALIGN_MODE 'nearest'"):
+        PyramidRoiAlign(7, (128, 128, 3), mode="nearest")
