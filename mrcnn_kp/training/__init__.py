@@ -1,1 +1,14 @@
-"""mrcnn_kp.training (see ../shared/DESIGN.md for what lives here)."""
+"""mrcnn_kp.training: the staged trainer (see ../shared/DESIGN.md for where it sits).
+
+    stages.py       `layers=` presets ("heads", "3+", "4+", "5+", "all") or a regex -> set_trainable
+    schedules.py    warm-up, then step or cosine decay (keras LearningRateSchedules)
+    optimizer.py    guarded SGD: momentum, weight decay on kernels, global-norm clipping,
+                    non-finite updates skipped, mixed-precision loss scaling
+    checkpoints.py  run directories, atomic weights + optimizer-state checkpoints, find_last
+    callbacks.py    checkpoint per epoch, Ctrl-C/SIGTERM, NaN reporting, time budget, TensorBoard
+    distribute.py   MirroredStrategy (TensorFlow) / DataParallel (JAX) for GPU_COUNT > 1
+    trainer.py      Trainer: train(layers, epochs) stage by stage, load_checkpoint / resume
+
+The user-facing `MaskRCNN` facade is mrcnn_kp.maskrcnn (it also needs mrcnn_kp.inference,
+which this package never imports).
+"""

@@ -121,3 +121,21 @@ def test_layers_without_weights_are_refused(tmp_path):
     trainer = new_trainer(tmp_path)
     with pytest.raises(ValueError, match="selects no layer with weights"):
         trainer.train(StandinBatches(), None, 0.05, 1, r"nothing\_here", verbose=0)
+
+
+def test_mixed_float16_trains_with_dynamic_loss_scaling(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        trainer = new_trainer(tmp_path, MIXED_PRECISION="mixed_float16")
+        history = trainer.train(StandinBatches(), None, 0.05, 1, "all", verbose=0)
+        optimizer = trainer.model.optimizer
+        assert optimizer.dynamic_loss_scale
+        assert trainer.model.get_layer("conv1").compute_dtype == "float16"
+        assert trainer.model.get_layer("conv1").kernel.dtype == "float32"
+        assert np.isfinite(history.history["loss"][0])
+        # a float16 overflow (inf gradients at scale 2**15) skips the step and halves the scale
+        skipped = int(keras.ops.convert_to_numpy(optimizer.skipped_steps))
+        assert int(keras.ops.convert_to_numpy(optimizer.iterations)) + skipped == 3
+        assert float(keras.ops.convert_to_numpy(optimizer.dynamic_scale)) == 2.0 ** (15 - skipped)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
