@@ -138,3 +138,50 @@ class KeypointDecoder(keras.layers.Layer):
         base = super().get_config()
         base["person_class_id"] = self.person_class_id
         return base
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class TrimToDetections(keras.layers.Layer):
+    """[boxes [B, D, 4], class_ids [B, D], num_detections [B]] -> the first n slots of each,
+    n = max(1, max over the batch of num_detections): a dynamic shape, TensorFlow only.
+
+    Lets the mask and keypoint heads run on the detections that exist instead of all D slots
+    (their cost is per ROI); `PadToSlots` restores the static [B, D, ...] layout afterwards.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
+    def call(self, boxes, class_ids, num_detections):
+        count = ops.maximum(ops.max(ops.cast(num_detections, "int32")), 1)
+        return boxes[:, :count], class_ids[:, :count]
+
+    def compute_output_spec(self, boxes, class_ids, num_detections):
+        return (keras.KerasTensor((boxes.shape[0], None, 4), boxes.dtype),
+                keras.KerasTensor((boxes.shape[0], None), class_ids.dtype))
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class PadToSlots(keras.layers.Layer):
+    """[B, n, ...] -> [B, slots, ...], zero padded after the n given rows."""
+
+    def __init__(self, slots, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.slots = int(slots)
+
+    def call(self, inputs):
+        missing = self.slots - ops.shape(inputs)[1]
+        padding = [[0, 0], [0, missing]] + [[0, 0]] * (len(inputs.shape) - 2)
+        padded = ops.pad(inputs, padding)
+        return ops.reshape(padded, (-1, self.slots) + tuple(inputs.shape[2:]))
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor((inputs.shape[0], self.slots) + tuple(inputs.shape[2:]),
+                                 inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["slots"] = self.slots
+        return config

@@ -98,26 +98,22 @@ class MergeRoiAxis(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class SplitRoiAxis(keras.layers.Layer):
-    """[B * N, ...] -> [B, N, ...] for a static number of ROIs per image N."""
+    """[[B * N, ...], rois [B, N, ...]] -> [B, N, ...]: unfolds what MergeRoiAxis folded.
 
-    def __init__(self, num_rois, **kwargs):
+    B and N are read from the ROI tensor, so N may be dynamic (see build_inference_model's
+    dynamic_heads) as well as static.
+    """
+
+    def __init__(self, **kwargs):
         kwargs.setdefault("autocast", False)  # a reshape: keep the input dtype
         super().__init__(**kwargs)
-        self.num_rois = int(num_rois)
 
-    def call(self, inputs):
-        shape = ops.shape(inputs)
-        return ops.reshape(inputs, (-1, self.num_rois) + tuple(shape[1:]))
+    def call(self, inputs, rois):
+        lead = ops.shape(rois)[:2]
+        return ops.reshape(inputs, tuple(lead) + tuple(ops.shape(inputs)[1:]))
 
-    def compute_output_shape(self, input_shape):
-        merged = input_shape[0]
-        b = None if merged is None else merged // self.num_rois
-        return (b, self.num_rois) + tuple(input_shape[1:])
-
-    def get_config(self):
-        config = super().get_config()
-        config["num_rois"] = self.num_rois
-        return config
+    def compute_output_shape(self, inputs_shape, rois_shape):
+        return tuple(rois_shape[:2]) + tuple(inputs_shape[1:])
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
@@ -140,13 +136,6 @@ class FirstRois(keras.layers.Layer):
         config = super().get_config()
         config["count"] = self.count
         return config
-
-
-def _static_num_rois(tensor):
-    num_rois = tensor.shape[1]
-    if num_rois is None:
-        raise ValueError(f"heads need a static number of ROIs per image, got shape {tensor.shape}")
-    return int(num_rois)
 
 
 def _roi_align(config, pool_size, name):
@@ -172,7 +161,6 @@ class BoxHead:
     def __call__(self, rois, feature_maps, prefix=""):
         """rois [B, N, 4], feature_maps [P2..P5]; `prefix` names this call's weightless layers."""
         config = self.config
-        num_rois = _static_num_rois(rois)
         x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier")(
             rois, feature_maps)  # [B, N, 7, 7, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_class_merge")(x)  # [B*N, 7, 7, C]
@@ -180,12 +168,12 @@ class BoxHead:
         x = layers.Activation("relu", name=prefix + "mrcnn_class_relu2")(self.bn2(self.conv2(x)))
         shared = layers.Reshape((config.FPN_CLASSIF_FC_LAYERS_SIZE,),
                                 name=prefix + "pool_squeeze")(x)  # [B*N, FC]
-        logits = SplitRoiAxis(num_rois, name=prefix + "mrcnn_class_logits_split")(
-            self.class_logits(shared))  # [B, N, NUM_CLASSES]
+        logits = SplitRoiAxis(name=prefix + "mrcnn_class_logits_split")(
+            self.class_logits(shared), rois)  # [B, N, NUM_CLASSES]
         probs = layers.Softmax(name=prefix + "mrcnn_class", dtype="float32")(logits)
         deltas = layers.Reshape((config.NUM_CLASSES, 4), name=prefix + "mrcnn_bbox_reshape")(
             self.bbox_fc(shared))  # [B*N, NUM_CLASSES, 4]
-        deltas = SplitRoiAxis(num_rois, name=prefix + "mrcnn_bbox")(deltas)  # [B, N, C, 4]
+        deltas = SplitRoiAxis(name=prefix + "mrcnn_bbox")(deltas, rois)  # [B, N, C, 4]
         return logits, probs, deltas
 
 
@@ -205,14 +193,13 @@ class MaskHead:
 
     def __call__(self, rois, feature_maps, prefix=""):
         config = self.config
-        num_rois = _static_num_rois(rois)
         x = _roi_align(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask")(
             rois, feature_maps)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_mask_merge")(x)  # [B*N, 14, 14, C]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
             x = layers.Activation("relu", name=f"{prefix}mrcnn_mask_relu{i}")(bn(conv(x)))
         x = self.mask(self.deconv(x))  # [B*N, 28, 28, NUM_CLASSES]
-        return SplitRoiAxis(num_rois, name=prefix + "mrcnn_mask_split")(x)
+        return SplitRoiAxis(name=prefix + "mrcnn_mask_split")(x, rois)
 
 
 # ------------------------------------------------------------------------------------ keypoints
@@ -244,7 +231,6 @@ class KeypointHead:
 
     def __call__(self, rois, feature_maps, prefix=""):
         config = self.config
-        num_rois = _static_num_rois(rois)
         x = _roi_align(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint")(
             rois, feature_maps)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_keypoint_merge")(x)  # [B*N, 14, 14, C]
@@ -255,7 +241,7 @@ class KeypointHead:
         x = self.deconv(x)  # [B*N, 28, 28, K]
         x = layers.UpSampling2D(2, interpolation="bilinear",
                                 name=prefix + "mrcnn_keypoint_upsample")(x)  # [B*N, 56, 56, K]
-        return SplitRoiAxis(num_rois, name=prefix + "mrcnn_keypoint_split")(x)
+        return SplitRoiAxis(name=prefix + "mrcnn_keypoint_split")(x, rois)
 
 
 def build_heads(config):

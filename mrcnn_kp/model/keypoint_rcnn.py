@@ -26,7 +26,8 @@ from keras import layers, ops
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer
 from mrcnn_kp.model.backbone import build_backbone
-from mrcnn_kp.model.detection import DetectionLayer, DetectionMasks, KeypointDecoder
+from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDecoder,
+                                      PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
 from mrcnn_kp.model.heads import FirstRois, build_heads
 from mrcnn_kp.model.proposals import ProposalLayer
@@ -199,7 +200,7 @@ def _training_outputs(config, inputs, trunk, heads):
     }
 
 
-def _inference_outputs(config, inputs, trunk, heads, debug):
+def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     box_head, mask_head, keypoint_head = heads
     feature_maps = trunk["pyramid"][:4]
     rpn_rois, rpn_scores, rpn_valid = ProposalLayer(
@@ -207,24 +208,35 @@ def _inference_outputs(config, inputs, trunk, heads, debug):
     _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps)
     boxes, class_ids, scores, num_detections = DetectionLayer(config, name="mrcnn_detection")(
         rpn_rois, rpn_valid, class_probs, bbox_deltas, inputs["input_image_meta"])
-    keypoint_logits = keypoint_head(boxes, feature_maps)  # [B, D, 56, 56, K]
+    head_boxes, head_class_ids = boxes, class_ids  # [B, D, 4], [B, D]
+    if dynamic_heads:  # [B, n, 4], [B, n]: only the slots that hold a detection
+        head_boxes, head_class_ids = TrimToDetections(name="mrcnn_detection_trim")(
+            boxes, class_ids, num_detections)
+
+    def slots(tensor, name):
+        return PadToSlots(config.DETECTION_MAX_INSTANCES, name=name)(tensor) \
+            if dynamic_heads else tensor
+
+    keypoint_logits = keypoint_head(head_boxes, feature_maps)  # [B, D, 56, 56, K]
+    keypoints = KeypointDecoder(name="mrcnn_keypoints")(
+        keypoint_logits, head_boxes, head_class_ids)  # [B, D, K, 3]
     outputs = {
         "boxes": boxes,  # [B, D, 4]
         "class_ids": class_ids,  # [B, D]
         "scores": scores,  # [B, D]
-        "keypoints": KeypointDecoder(name="mrcnn_keypoints")(
-            keypoint_logits, boxes, class_ids),  # [B, D, K, 3]
+        "keypoints": slots(keypoints, "mrcnn_keypoints_slots"),  # [B, D, K, 3]
         "num_detections": num_detections,  # [B]
     }
     if mask_head is not None:
-        outputs["masks"] = DetectionMasks(name="mrcnn_masks")(
-            mask_head(boxes, feature_maps), class_ids)  # [B, D, 28, 28]
+        masks = DetectionMasks(name="mrcnn_masks")(
+            mask_head(head_boxes, feature_maps), head_class_ids)  # [B, D, 28, 28]
+        outputs["masks"] = slots(masks, "mrcnn_masks_slots")
     if debug:
         outputs.update({
             "rpn_class_logits": trunk["rpn_class_logits"], "rpn_probs": trunk["rpn_probs"],
             "rpn_bbox": trunk["rpn_bbox"], "rpn_rois": rpn_rois, "rpn_scores": rpn_scores,
             "rpn_valid": rpn_valid, "mrcnn_class": class_probs, "mrcnn_bbox": bbox_deltas,
-            "keypoint_logits": keypoint_logits,
+            "keypoint_logits": slots(keypoint_logits, "keypoint_logits_slots"),
         })
         outputs.update({f"P{level}": p for level, p in zip(range(2, 7), trunk["pyramid"])})
     return {name: outputs[name] for name in sorted(outputs, key=_output_order)}
@@ -245,13 +257,22 @@ def build_trunk(image, config):
             "rpn_bbox": rpn_bbox}
 
 
-def build_models(config, training=True, inference=True, debug=False):
+def build_models(config, training=True, inference=True, debug=False, dynamic_heads=False):
     """Models(training, inference) built from one set of layers (either may be None).
 
     debug: the inference model also outputs the RPN tensors, the proposals (rpn_rois,
     rpn_scores, rpn_valid), the box head outputs on them and the pyramid P2..P6, for the
     inspect_model notebook.
+    dynamic_heads: the inference model runs the mask and keypoint heads only on the slots that
+    hold a detection (the most of any image in the batch) instead of all
+    DETECTION_MAX_INSTANCES, then pads back: the same outputs, and a keypoint head whose cost
+    follows the number of persons (about 7 GFLOPs per person with the published head). A
+    dynamic shape inside the graph: TensorFlow backend without XLA only; exporters that need
+    static shapes keep the default.
     """
+    if dynamic_heads and keras.backend.backend() != "tensorflow":
+        raise ValueError(f"dynamic_heads needs the TensorFlow backend (JAX compiles static "
+                         f"shapes only); running on {keras.backend.backend()!r}")
     inputs = build_inputs(config)
     trunk = build_trunk(inputs["input_image"], config)
     heads = build_heads(config)
@@ -264,7 +285,7 @@ def build_models(config, training=True, inference=True, debug=False):
         inference_inputs = {name: inputs[name] for name in ("input_image", "input_image_meta")}
         inference_model = keras.Model(
             inputs=inference_inputs,
-            outputs=_inference_outputs(config, inputs, trunk, heads, debug),
+            outputs=_inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads),
             name=f"{config.NAME}_inference")
     return Models(training_model, inference_model)
 
@@ -274,7 +295,9 @@ def build_training_model(config):
     return build_models(config, inference=False).training
 
 
-def build_inference_model(config, debug=False):
+def build_inference_model(config, debug=False, dynamic_heads=False):
     """The inference model ({input_image, input_image_meta} -> boxes, class_ids, scores,
-    masks, keypoints, num_detections; more with debug=True)."""
-    return build_models(config, training=False, debug=debug).inference
+    masks, keypoints, num_detections; more with debug=True). See build_models for
+    dynamic_heads."""
+    return build_models(config, training=False, debug=debug,
+                        dynamic_heads=dynamic_heads).inference

@@ -168,3 +168,31 @@ def test_parameter_counts_against_matterport_and_torchvision():
     # Without the mask head, it is the keypoint R-CNN of the published figure (+736,451).
     assert total - mask == 59_873_709 == TORCHVISION_KEYPOINTRCNN_R50_FPN + 736_451
 
+
+
+@pytest.mark.tf_only  # dynamic shapes: TensorFlow graphs only
+def test_dynamic_heads_run_on_the_detections_only_and_change_nothing(tiny):
+    config, (_, static) = tiny
+    x = image_inputs(make_batch(config, seed=6))
+    scores = np.sort(np.asarray(static(x)["scores"]).reshape(-1))[::-1]
+    # A threshold between the 3rd and 4th best score: 3 detections in the batch.
+    cut = TinyConfig(DETECTION_MIN_CONFIDENCE=float(scores[2] + scores[3]) / 2)
+    reference = build_inference_model(cut)
+    dynamic = build_inference_model(cut, dynamic_heads=True)
+    reference.set_weights(static.get_weights())
+    dynamic.set_weights(static.get_weights())
+    want = {k: np.asarray(v) for k, v in reference.predict_on_batch(x).items()}
+    got = {k: np.asarray(v) for k, v in dynamic.predict_on_batch(x).items()}
+    assert got["num_detections"].sum() == 3
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-4, err_msg=name)
+    trim = dynamic.get_layer("mrcnn_detection_trim").output[0]
+    heads_rois = keras.Model(dynamic.inputs, trim).predict_on_batch(x)
+    assert heads_rois.shape == (2, got["num_detections"].max(), 4)
+
+
+def test_dynamic_heads_need_tensorflow():
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("the error is for the other backends")
+    with pytest.raises(ValueError, match="dynamic_heads needs the TensorFlow backend"):
+        build_inference_model(TinyConfig(), dynamic_heads=True)
