@@ -105,7 +105,8 @@ class MaskRCNN:
 
     # ------------------------------------------------------------------ training
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
-              augmentation=None, custom_callbacks=None, deadline=None, workers=1, verbose=1):
+              augmentation=None, custom_callbacks=None, deadline=None, workers=1,
+              verbose="auto"):
         """Train `layers` up to epoch `epochs` (matterport semantics: a later call continues
         the count). Returns the Keras History (None when there was nothing to do).
 

@@ -13,6 +13,7 @@ state) is written atomically; `load_checkpoint(find_last())` and the next `train
 exactly where the run stopped: same epoch, same optimizer iteration count, same momenta.
 """
 import os
+import sys
 
 import keras
 
@@ -139,7 +140,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def train(self, train_data, val_data, learning_rate, epochs, layers, custom_callbacks=None,
-              verbose=1, deadline=None):
+              verbose="auto", deadline=None):
         """Train `layers` up to epoch `epochs` (matterport semantics); returns the History, or
         None when there is nothing to do (already at `epochs`, or the time budget is spent).
 
@@ -198,6 +199,8 @@ class Trainer:
         if val_data is not None:
             val_steps = StepsPerEpoch(val_data, config.VALIDATION_STEPS)
         start_epoch = self.epoch
+        if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
+            verbose = 1 if sys.stdout.isatty() else 2
         with distribute.scope(self.strategy):
             self.history = self.model.fit(train_steps, validation_data=val_steps,
                                           initial_epoch=start_epoch, epochs=epochs,
