@@ -6,16 +6,18 @@ nothing counts: a batch without people still trains the RPN and the classifier, 
 poison the weights. Padding and ignored entries are masked with `where` before any sum, so
 garbage in a padded slot (even inf) cannot leak into the loss.
 
-    name               inputs                                                  averaged over
-    rpn_class_loss     rpn_match [B, A], rpn_class_logits [B, A, 2]            anchors with match != 0
-    rpn_bbox_loss      rpn_target_bbox [B, A, 4], rpn_match, rpn_bbox [B, A, 4] 4 coords of positive anchors
-    mrcnn_class_loss   target_class_ids [B, R], class_logits [B, R, C], valid  valid ROIs
-    mrcnn_bbox_loss    target_deltas [B, R, 4], target_class_ids, deltas [B, R, C, 4]
-                                                                               4 coords of positive ROIs
-    mrcnn_mask_loss    target_masks [B, P, h, w], target_class_ids [B, P], mask_logits [B, P, h, w, C]
-                                                                               pixels of positive ROIs
-    keypoint_loss      target_keypoints [B, P, K], keypoint_weights [B, P, K], logits [B, P, 56, 56, K]
-                                                                               valid (roi, joint) pairs
+    name              inputs                                             averaged over
+    rpn_class_loss    rpn_match [B, A], rpn_class_logits [B, A, 2]       anchors, match != 0
+    rpn_bbox_loss     rpn_target_bbox [B, A, 4], rpn_match,              4 coords of the
+                      rpn_bbox [B, A, 4]                                 positive anchors
+    mrcnn_class_loss  target_class_ids [B, R], class_logits [B, R, C],   valid ROIs
+                      roi_valid [B, R]
+    mrcnn_bbox_loss   target_deltas [B, R, 4], target_class_ids,         4 coords of the
+                      pred_deltas [B, R, C, 4]                           positive ROIs
+    mrcnn_mask_loss   target_masks [B, P, h, w], target_class_ids [B, P], pixels of the
+                      mask_logits [B, P, h, w, C]                        positive ROIs
+    keypoint_loss     target_keypoints [B, P, K], keypoint_weights       valid (roi, joint)
+                      [B, P, K], keypoint_logits [B, P, 56, 56, K]       pairs
 
 Box losses are matterport's smooth L1 (Huber with delta 1) averaged over the coordinates of
 the positives. The keypoint loss is the published one: a softmax over the 56 x 56 cells of each
@@ -53,7 +55,7 @@ def smooth_l1(y_true, y_pred):
 
 
 def sparse_softmax_cross_entropy(labels, logits):
-    """-log softmax(logits)[label] over the last axis: labels [...] int, logits [..., C] -> [...]."""
+    """-log softmax(logits)[label] over the last axis: labels [...], logits [..., C] -> [...]."""
     log_probs = ops.log_softmax(_f32(logits), axis=-1)
     labels = ops.cast(labels, "int32")
     return -ops.squeeze(ops.take_along_axis(log_probs, labels[..., None], axis=-1), axis=-1)
@@ -169,8 +171,8 @@ assert tuple(LOSS_FUNCTIONS) == LOSS_NAMES
 class LossLayer(keras.layers.Layer):
     """One loss of LOSS_FUNCTIONS as a layer: call it with that function's arguments, as a list.
 
-    Output: a float32 scalar (always 0 when enabled=False). The layer is named after the loss so the training model's output
-    dict and the metric names match mrcnn_kp.config.LOSS_NAMES.
+    Output: a float32 scalar (always 0 when enabled=False). The layer is named after the loss,
+    so the training model's output dict and the metric names match mrcnn_kp.config.LOSS_NAMES.
     """
 
     def __init__(self, loss_name, enabled=True, **kwargs):

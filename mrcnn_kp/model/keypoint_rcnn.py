@@ -21,7 +21,7 @@ same name, on the TensorFlow and the JAX backends.
 import collections
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer

@@ -126,7 +126,8 @@ class DetectionTargetLayer(keras.layers.Layer):
         flat_rois = ops.reshape(rois, (-1, 4))  # [BP, 4], roi i reads mask image i
         resampled = roi_align_ops.roi_align(
             mask_images, flat_rois, ops.arange(ops.shape(flat_rois)[0], dtype="int32"),
-            output_size=tuple(config.MASK_SHAPE), spatial_scale=1.0, sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
+            output_size=tuple(config.MASK_SHAPE), spatial_scale=1.0,
+            sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
             aligned=config.ROI_ALIGN_ALIGNED)  # [BP, 28, 28, 1]
         resampled = ops.reshape(resampled, ops.shape(rois)[:2] + tuple(config.MASK_SHAPE))
         return ops.cast(resampled >= 0.5, "float32")  # [B, P, 28, 28]

@@ -84,7 +84,7 @@ def test_keypoint_decoder_decodes_person_slots_only():
     boxes = np.array([[[10, 20, 50, 90], [0, 0, 30, 30]]], np.float32)
     out = np.asarray(KeypointDecoder()(logits, boxes, np.array([[1, 0]], np.int32)))
     assert out.shape == (1, 2, 17, 3)
-    np.testing.assert_allclose(out[0, 0], np.asarray(decode_heatmaps(logits[0, :1], boxes[0, :1]))[0],
-                               rtol=1e-5)
+    expected = np.asarray(decode_heatmaps(logits[0, :1], boxes[0, :1]))[0]
+    np.testing.assert_allclose(out[0, 0], expected, rtol=1e-5)
     assert np.all(out[0, 1] == 0)
     assert KeypointDecoder.from_config(KeypointDecoder().get_config()).person_class_id == 1
