@@ -94,23 +94,27 @@ def find_last(model_dir, name):
 
 
 # ---------------------------------------------------------------------------- optimizer state
-# Momenta are keyed by the index of their weight in model.weights ("momentum/17"), which is the
-# same in every build of the same config, unlike variable paths: auto-named sublayers (the layer
-# inside a TimeDistributed) get other names when a process builds a second model. The other
-# optimizer variables (iterations, skipped steps, loss scale) are keyed by their path.
-MOMENTUM_KEY = "momentum/{}"
+# Per-weight slots (SGD momenta, Adam moments) are keyed by the index of their weight in
+# model.weights ("momentum/17"), which is the same in every build of the same config, unlike
+# variable paths: auto-named sublayers (the layer inside a TimeDistributed) get other names when
+# a process builds a second model. The other optimizer variables (iterations, skipped steps,
+# loss scale) are keyed by their path.
+# slot key prefix -> attribute of the Keras optimizer holding one variable per trainable weight
+SLOT_LISTS = {"momentum": "momentums", "adam_m": "_momentums", "adam_v": "_velocities"}
 
 
 def _momentum_slots(optimizer, model):
-    """{key: momentum variable} for the trainable weights of `model` the optimizer tracks."""
+    """{key: slot variable} for the trainable weights of `model` the optimizer tracks."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    momenta = list(getattr(inner, "momentums", None) or [])
+    tracked = {id(v) for v in getattr(inner, "_trainable_variables", [])}
     slots = {}
-    if momenta:
-        tracked = {id(v) for v in inner._trainable_variables}
+    for prefix, attribute in SLOT_LISTS.items():
+        variables = list(getattr(inner, attribute, None) or [])
+        if not variables:
+            continue
         for index, weight in enumerate(model.weights):
             if id(weight) in tracked:
-                slots[MOMENTUM_KEY.format(index)] = momenta[inner._get_variable_index(weight)]
+                slots[f"{prefix}/{index}"] = variables[inner._get_variable_index(weight)]
     return slots
 
 

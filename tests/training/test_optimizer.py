@@ -107,3 +107,39 @@ def test_mixed_float16_uses_dynamic_loss_scaling():
     optimizer = make_optimizer(model, MIXED_PRECISION="mixed_float16")
     assert optimizer.dynamic_loss_scale
     assert float(optimizer.scale_loss(1.0)) == 2.0 ** 15
+
+
+class AdamWConfig(TinyConfig):
+    OPTIMIZER = "adamw"  # opt-in; not (yet) an attribute of the base Config
+
+
+def test_adamw_option_skips_nan_and_its_moments_round_trip_through_the_state():
+    from mrcnn_kp.training.checkpoints import optimizer_state, restore_optimizer_state
+
+    model = dense_model()
+    config = AdamWConfig(LR_WARMUP_STEPS=0, LR_SCHEDULE="constant", WEIGHT_DECAY=0.0,
+                         GRADIENT_CLIP_NORM=0.0)
+    optimizer = build_optimizer(config, 0.1, 10, 1, model.trainable_variables)
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.AdamW)
+    optimizer.apply([np.ones((3, 2), np.float32), np.ones(2, np.float32)],
+                    model.trainable_variables)
+    before = values(model)
+    optimizer.apply([np.full((3, 2), np.nan, np.float32), np.ones(2, np.float32)],
+                    model.trainable_variables)
+    for a, b in zip(before, values(model)):
+        np.testing.assert_array_equal(a, b)
+    state = optimizer_state(optimizer, model)
+    assert {"adam_m/0", "adam_m/1", "adam_v/0", "adam_v/1"} <= set(state)
+    np.testing.assert_allclose(state["adam_m/1"], 0.1 * np.ones(2))  # (1 - beta_1) * g
+    fresh = build_optimizer(config, 0.1, 10, 1, model.trainable_variables)
+    restored, left = restore_optimizer_state(fresh, model, state)
+    assert "adam_v/0" in restored and not [k for k in left if k.startswith("adam")]
+    assert int(fresh.iterations) == 1
+
+
+def test_unknown_optimizer_is_refused():
+    class Odd(TinyConfig):
+        OPTIMIZER = "rmsprop"
+
+    with pytest.raises(ValueError, match="OPTIMIZER must be one of sgd, adamw"):
+        build_optimizer(Odd(), 0.1, 10, 1, dense_model().trainable_variables)
