@@ -25,6 +25,11 @@ KEYPOINT_HEADS = ("deconv4", "humanpose")
 LAYOUTS = ("matterport",)
 RESIZE_MODES = ("square",)
 ROI_ALIGN_MODES = ("roi_align", "crop_and_resize")
+# The matterport compatibility options (MatterportConfig): "matterport" reproduces its numbers.
+BOX_MODES = ("pixels", "matterport")  # PROPOSAL_MODE, DETECTION_MODE
+IMAGE_RESIZE_METHODS = ("pil", "matterport")
+IMAGE_NORMALIZATIONS = ("float32", "matterport")
+UNMOLD_MODES = ("continuous", "matterport")
 LR_SCHEDULES = ("constant", "step", "cosine")
 LOSS_NAMES = (
     "rpn_class_loss",
@@ -88,6 +93,9 @@ class Config:
     PRE_NMS_LIMIT = 6000
     POST_NMS_ROIS_TRAINING = 2000
     POST_NMS_ROIS_INFERENCE = 1000
+    # "matterport": top-k, deltas, clip and NMS on matterport's normalised (y1, x1, y2, x2)
+    # boxes (norm_boxes, -1 on the far edge), no cap on the log-scales (ops.matterport).
+    PROPOSAL_MODE = "pixels"
 
     # ---- ROI sampling and heads -----------------------------------------------------------
     TRAIN_ROIS_PER_IMAGE = 200
@@ -103,6 +111,10 @@ class Config:
     DETECTION_MAX_INSTANCES = 100
     DETECTION_MIN_CONFIDENCE = 0.7
     DETECTION_NMS_THRESHOLD = 0.3
+    # "matterport": refine_detections: argmax over all classes (background included), keep
+    # class > 0 and score >= DETECTION_MIN_CONFIDENCE (padding ROIs and empty boxes too),
+    # refine and clip to the window in normalised coordinates, per-class NMS, top-k.
+    DETECTION_MODE = "pixels"
 
     # ---- input ----------------------------------------------------------------------------
     IMAGE_RESIZE_MODE = "square"
@@ -112,6 +124,14 @@ class Config:
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = (123.7, 116.8, 103.9)
     PIXEL_STD = (1.0, 1.0, 1.0)  # matterport subtracts the mean only
+    # "matterport": skimage resize with matterport's arguments (slow, bit-exact); "pil": Pillow.
+    IMAGE_RESIZE_METHOD = "pil"
+    # "matterport": float32(float64(image) - MEAN_PIXEL) as its mold_image (TensorFlow; JAX
+    # without x64 computes in float32, 1 ulp apart in places); needs PIXEL_STD = 1.
+    IMAGE_NORMALIZATION = "float32"
+    # "matterport": unmold_detections: integer boxes (np.around), zero-area boxes dropped, the
+    # 28x28 mask resized to the box with skimage and thresholded at 0.5 (utils.unmold_mask).
+    UNMOLD_MODE = "continuous"
 
     # ---- augmentation ---------------------------------------------------------------------
     AUGMENT_FLIP = True
@@ -207,6 +227,17 @@ class Config:
         if self.ROI_ALIGN_MODE not in ROI_ALIGN_MODES:
             fail(f"unknown ROI_ALIGN_MODE {self.ROI_ALIGN_MODE!r}; choose one of "
                  f"{', '.join(ROI_ALIGN_MODES)}")
+        for name, choices in (("PROPOSAL_MODE", BOX_MODES), ("DETECTION_MODE", BOX_MODES),
+                              ("IMAGE_RESIZE_METHOD", IMAGE_RESIZE_METHODS),
+                              ("IMAGE_NORMALIZATION", IMAGE_NORMALIZATIONS),
+                              ("UNMOLD_MODE", UNMOLD_MODES)):
+            if getattr(self, name) not in choices:
+                fail(f"unknown {name} {getattr(self, name)!r}; choose one of "
+                     f"{', '.join(choices)}")
+        if self.IMAGE_NORMALIZATION == "matterport" and tuple(self.PIXEL_STD) != (1.0,) * len(
+                tuple(self.PIXEL_STD)):
+            fail(f"IMAGE_NORMALIZATION 'matterport' subtracts MEAN_PIXEL only; PIXEL_STD must be "
+                 f"all 1, got {tuple(self.PIXEL_STD)}")
         if self.LR_SCHEDULE not in LR_SCHEDULES:
             fail(f"unknown LR_SCHEDULE {self.LR_SCHEDULE!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.IMAGE_MAX_DIM % 64:
@@ -408,3 +439,49 @@ class CpuDemoConfig(Config):
 
 
 PRESETS = {"default": Config, "tiny": TinyConfig, "cpu_demo": CpuDemoConfig}
+
+
+class MatterportConfig(Config):
+    """matterport's Mask_RCNN, to run its weights (mask_rcnn_coco.h5, Mask_RCNN_Humanpose .h5)
+    and reproduce its inference numbers (../shared/MATTERPORT_COMPAT.md).
+
+    matterport's own defaults (ResNet-101, 81 COCO classes as mask_rcnn_coco.h5, 1024 px square,
+    6000 anchors before NMS at 0.7 -> 1000 ROIs, per-class NMS 0.3, 100 detections at >= 0.7)
+    and every compatibility option on "matterport": its crop_and_resize ROI pooling and level
+    rule, its proposal and detection layers in normalised coordinates, its skimage resize and
+    mold_image, its integer box unmolding and mask pasting. One image per batch, like its
+    InferenceConfig. Override NUM_CLASSES, BACKBONE or KEYPOINT_HEAD for other files, e.g.
+    Mask_RCNN_Humanpose: MatterportConfig(NUM_CLASSES=2, KEYPOINT_HEAD="humanpose").
+    """
+
+    NAME = "matterport"
+    IMAGES_PER_GPU = 1
+    NUM_CLASSES = 81
+    BACKBONE = "resnet101"
+    LAYOUT = "matterport"
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    MEAN_PIXEL = (123.7, 116.8, 103.9)
+    PIXEL_STD = (1.0, 1.0, 1.0)
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    RPN_ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+    RPN_BBOX_STD_DEV = (0.1, 0.1, 0.2, 0.2)
+    BBOX_STD_DEV = (0.1, 0.1, 0.2, 0.2)
+    PRE_NMS_LIMIT = 6000
+    RPN_NMS_THRESHOLD = 0.7
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+    ROI_ALIGN_MODE = "crop_and_resize"
+    PROPOSAL_MODE = "matterport"
+    DETECTION_MODE = "matterport"
+    IMAGE_RESIZE_METHOD = "matterport"
+    IMAGE_NORMALIZATION = "matterport"
+    UNMOLD_MODE = "matterport"
+
+
+PRESETS["matterport"] = MatterportConfig
