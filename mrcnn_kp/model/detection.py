@@ -11,6 +11,14 @@ DetectionLayer (per image, batched, static shapes; matterport's DetectionLayer i
 4. per-class greedy NMS at DETECTION_NMS_THRESHOLD keeps the best DETECTION_MAX_INSTANCES
    in descending score order; the rest of the D slots are zero (class 0).
 
+With config.DETECTION_MODE "matterport" it is matterport's refine_detections instead: the
+argmax runs over every class, background included, and a ROI is kept when its class is not
+background and its score >= DETECTION_MIN_CONFIDENCE (padding ROIs and empty boxes are not
+dropped, as in matterport); the ROIs are refined and clipped to the normalised window in
+matterport's normalised (y1, x1, y2, x2) coordinates (ops.matterport, no log-scale cap) and
+come back as unrounded pixels. NMS and the descending-score top-k are the same in both modes
+(matterport's per-class NMS then top-k keeps this very set and order).
+
 Outputs boxes [B, D, 4] pixel (x1, y1, x2, y2), class_ids [B, D] int32, scores [B, D],
 num_detections [B] int32. The mask and keypoint heads then run on these D boxes only:
 `DetectionMasks` picks each detection's class channel of the mask logits and applies the
@@ -23,6 +31,7 @@ from keras import ops
 from mrcnn_kp.model.proposals import config_from, gather_rows
 from mrcnn_kp.ops import boxes as box_ops
 from mrcnn_kp.ops import keypoints as keypoint_ops
+from mrcnn_kp.ops import matterport as matterport_ops
 
 PERSON_CLASS_ID = 1
 
@@ -48,6 +57,19 @@ def class_aware_nms(boxes, scores, class_ids, iou_threshold, max_output):
     return box_ops.nms_batched(shifted, scores, iou_threshold, max_output)
 
 
+# torchvision's RoIHeads drops boxes narrower or lower than this (remove_small_boxes, 1e-2).
+TORCHVISION_MIN_BOX_SIDE = 1e-2
+
+
+def torchvision_keep(config, scores, boxes):
+    """torchvision's postprocess_detections filter: score > DETECTION_MIN_CONFIDENCE (strict)
+    and both sides >= TORCHVISION_MIN_BOX_SIDE. [B, N], [B, N, 4] -> bool [B, N]."""
+    wide = boxes[..., 2] - boxes[..., 0] >= TORCHVISION_MIN_BOX_SIDE
+    tall = boxes[..., 3] - boxes[..., 1] >= TORCHVISION_MIN_BOX_SIDE
+    return ops.logical_and(scores > config.DETECTION_MIN_CONFIDENCE,
+                           ops.logical_and(wide, tall))
+
+
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class DetectionLayer(keras.layers.Layer):
     """[rois [B, N, 4], roi_valid [B, N], class_probs [B, N, C], deltas [B, N, C, 4],
@@ -59,8 +81,11 @@ class DetectionLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config_from(config)
         self.max_detections = int(self.config.DETECTION_MAX_INSTANCES)
+        self.matterport = getattr(self.config, "DETECTION_MODE", "pixels") == "matterport"
 
     def call(self, rois, roi_valid, class_probs, deltas, image_meta):
+        if self.matterport:
+            return self._matterport_call(rois, class_probs, deltas, image_meta)
         config = self.config
         foreground = class_probs[:, :, 1:]  # [B, N, C-1]
         class_ids = ops.cast(ops.argmax(foreground, axis=-1), "int32") + 1  # [B, N]
@@ -70,9 +95,12 @@ class DetectionLayer(keras.layers.Layer):
         boxes = box_ops.decode_deltas(class_deltas, rois, config.BBOX_STD_DEV)  # [B, N, 4]
         boxes = box_ops.clip_boxes(boxes, window_from_meta(image_meta)[:, None, :])
 
-        keep = ops.logical_and(ops.cast(roi_valid, "bool"),
-                               scores >= config.DETECTION_MIN_CONFIDENCE)
-        keep = ops.logical_and(keep, box_ops.box_area(boxes) > 0.0)
+        if getattr(config, "LAYOUT", "matterport") == "torchvision":
+            keep = torchvision_keep(config, scores, boxes)
+        else:
+            keep = ops.logical_and(scores >= config.DETECTION_MIN_CONFIDENCE,
+                                   box_ops.box_area(boxes) > 0.0)
+        keep = ops.logical_and(ops.cast(roi_valid, "bool"), keep)
         ranked = ops.where(keep, scores, float("-inf"))  # dropped rows never survive NMS
         kept, count = class_aware_nms(boxes, ranked, class_ids, config.DETECTION_NMS_THRESHOLD,
                                       self.max_detections)  # [B, D], [B]
@@ -84,6 +112,37 @@ class DetectionLayer(keras.layers.Layer):
         out_classes = ops.where(valid, ops.take_along_axis(class_ids, safe, axis=1), 0)
         out_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return out_boxes, out_classes, out_scores, count
+
+    def _matterport_call(self, rois, class_probs, deltas, image_meta):
+        """matterport's refine_detections (see the module docstring); pixel boxes out."""
+        from mrcnn_kp.data.transforms import parse_image_meta
+
+        config = self.config
+        shape = config.IMAGE_SHAPE
+        class_ids = ops.cast(ops.argmax(class_probs, axis=-1), "int32")  # [B, N], 0 included
+        scores = ops.max(class_probs, axis=-1)  # [B, N] probability of that class
+        index = ops.broadcast_to(class_ids[:, :, None, None], ops.shape(deltas)[:2] + (1, 4))
+        class_deltas = ops.take_along_axis(deltas, index, axis=2)[:, :, 0]  # [B, N, 4]
+        std = ops.convert_to_tensor(config.BBOX_STD_DEV, "float32")
+        boxes = matterport_ops.apply_box_deltas(matterport_ops.from_pixels(rois, shape),
+                                                class_deltas * std)  # [B, N, 4] (y1, x1, ...)
+        window = matterport_ops.window_from_meta(parse_image_meta(image_meta)["window"], shape)
+        boxes = matterport_ops.clip_boxes(boxes, window[:, None, :])
+
+        keep = class_ids > 0
+        if config.DETECTION_MIN_CONFIDENCE:  # matterport: 0 skips the filter
+            keep = ops.logical_and(keep, scores >= config.DETECTION_MIN_CONFIDENCE)
+        ranked = ops.where(keep, scores, float("-inf"))
+        kept, count = class_aware_nms(boxes, ranked, class_ids, config.DETECTION_NMS_THRESHOLD,
+                                      self.max_detections)  # [B, D], [B]
+        kept = ops.cast(kept, "int32")
+        valid = kept >= 0
+        safe = ops.maximum(kept, 0)
+        out_boxes = ops.where(valid[..., None],
+                              matterport_ops.to_pixels(gather_rows(boxes, safe), shape), 0.0)
+        out_classes = ops.where(valid, ops.take_along_axis(class_ids, safe, axis=1), 0)
+        out_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
+        return out_boxes, out_classes, out_scores, ops.cast(count, "int32")
 
     def compute_output_spec(self, rois, roi_valid, class_probs, deltas, image_meta):
         b, d = rois.shape[0], self.max_detections

@@ -12,6 +12,11 @@ Outputs: rois [B, N, 4] pixel (x1, y1, x2, y2), scores [B, N] (foreground probab
 padding), valid [B, N] bool. Proposals are treated as constants (stop_gradient), as in
 matterport and torchvision: the heads learn from them, they do not backpropagate into the RPN.
 
+With config.PROPOSAL_MODE "matterport" the same steps run on matterport's normalised
+(y1, x1, y2, x2) boxes (ops.matterport: anchors normalised from float64 pixels, deltas without a
+log-scale cap, clip to [0, 1]), and the ROIs come back as pixels with ops.matterport.to_pixels,
+so padding rows are matterport's normalised zeros, i.e. pixel (0, 0, 1, 1).
+
 `gather_rows` (rows of a [B, N, ...] tensor picked per image) is shared with the target and
 detection layers.
 """
@@ -21,6 +26,7 @@ from keras import ops
 from mrcnn_kp.config import Config
 from mrcnn_kp.ops import anchors as anchor_ops
 from mrcnn_kp.ops import boxes as box_ops
+from mrcnn_kp.ops import matterport as matterport_ops
 
 
 def gather_rows(values, indices):
@@ -60,11 +66,16 @@ class ProposalLayer(keras.layers.Layer):
         self.proposal_count = int(proposal_count)
         self.anchors = anchor_ops.generate_pyramid_anchors(self.config)  # [A, 4] numpy
         self.pre_nms_limit = min(int(self.config.PRE_NMS_LIMIT), len(self.anchors))
+        self.matterport = getattr(self.config, "PROPOSAL_MODE", "pixels") == "matterport"
+        if self.matterport:  # [A, 4] normalised (y1, x1, y2, x2)
+            self.normalized_anchors = matterport_ops.normalized_anchors(self.config)
         if self.proposal_count > self.pre_nms_limit:
             raise ValueError(f"proposal_count {self.proposal_count} exceeds the "
                              f"{self.pre_nms_limit} boxes kept before NMS")
 
     def call(self, rpn_probs, rpn_bbox):
+        if self.matterport:
+            return self._matterport_call(rpn_probs, rpn_bbox)
         config = self.config
         scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
         scores, order = ops.top_k(scores, self.pre_nms_limit, sorted=True)  # [B, K]
@@ -78,6 +89,27 @@ class ProposalLayer(keras.layers.Layer):
         safe = ops.maximum(keep, 0)
         rois = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
         roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)  # [B, N]
+        return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
+
+    def _matterport_call(self, rpn_probs, rpn_bbox):
+        """matterport's ProposalLayer on normalised boxes; pixel ROIs out (see the module)."""
+        config = self.config
+        scores = rpn_probs[:, :, 1]  # [B, A]
+        scores, order = ops.top_k(scores, self.pre_nms_limit, sorted=True)  # [B, K]
+        std = ops.convert_to_tensor(config.RPN_BBOX_STD_DEV, "float32")
+        deltas = gather_rows(rpn_bbox, order) * std  # [B, K, 4]
+        anchors = ops.take(ops.convert_to_tensor(self.normalized_anchors), order, axis=0)
+        boxes = matterport_ops.apply_box_deltas(anchors, deltas)  # [B, K, 4] (y1, x1, y2, x2)
+        boxes = matterport_ops.clip_boxes(
+            boxes, ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0], "float32"))
+        # IoU does not care which axis comes first: the (x1, y1, x2, y2) NMS takes them as is.
+        keep, _ = box_ops.nms_batched(boxes, scores, config.RPN_NMS_THRESHOLD,
+                                      self.proposal_count)  # [B, N], -1 padded
+        valid = ops.greater_equal(keep, 0)
+        safe = ops.maximum(keep, 0)
+        normalized = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
+        rois = matterport_ops.to_pixels(normalized, config.IMAGE_SHAPE)
+        roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
 
     def compute_output_spec(self, rpn_probs, rpn_bbox):

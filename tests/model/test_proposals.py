@@ -71,3 +71,66 @@ def test_config_round_trip_and_limits():
     assert again.anchors.shape == (config.NUM_ANCHORS, 4)
     with pytest.raises(ValueError, match="exceeds the 256 boxes kept before NMS"):
         ProposalLayer(config, 300)
+
+
+# ------------------------------------------------------------------ matterport's ProposalLayer
+def reference_matterport_proposals(probs, deltas, anchors, pre_nms_limit, count, threshold, std):
+    """matterport's ProposalLayer, step by step as ../shared/MATTERPORT_COMPAT.md states it, on
+    normalised (y1, x1, y2, x2) anchors -> ([B, count, 4] normalised, zero padded, [B] kept)."""
+    import tensorflow as tf
+
+    out, kept = [], []
+    for b in range(len(probs)):
+        k = min(pre_nms_limit, len(anchors))
+        ix = tf.nn.top_k(probs[b, :, 1], k, sorted=True).indices.numpy()  # ties: lower index
+        scores = probs[b, ix, 1]
+        d = deltas[b, ix] * np.asarray(std, np.float32)
+        a = anchors[ix]
+        h, w = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        cy, cx = a[:, 0] + 0.5 * h, a[:, 1] + 0.5 * w
+        cy, cx = cy + d[:, 0] * h, cx + d[:, 1] * w
+        h, w = h * np.exp(d[:, 2]), w * np.exp(d[:, 3])
+        y1, x1 = cy - 0.5 * h, cx - 0.5 * w
+        boxes = np.stack([y1, x1, y1 + h, x1 + w], axis=1)  # y2 from y1
+        boxes = np.maximum(np.minimum(boxes, 1.0), 0.0)
+        keep = tf.image.non_max_suppression(boxes, scores, count, threshold).numpy()
+        padded = np.zeros((count, 4), np.float32)
+        padded[:len(keep)] = boxes[keep]
+        out.append(padded)
+        kept.append(len(keep))
+    return np.stack(out), np.array(kept)
+
+
+def to_pixels(normalized, side):
+    """COMPAT's pixel <-> normalised rule, unrounded: (y1, x1, y2, x2) -> (x1, y1, x2, y2)."""
+    y1, x1, y2, x2 = np.moveaxis(normalized, -1, 0)
+    s = side - 1.0
+    return np.stack([x1 * s, y1 * s, x2 * s + 1, y2 * s + 1], axis=-1)
+
+
+def test_matterport_mode_equals_matterports_proposal_layer():
+    from mrcnn_kp.config import MatterportConfig
+    from mrcnn_kp.ops.matterport import normalized_anchors
+
+    config = MatterportConfig(IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=256, IMAGES_PER_GPU=2)
+    assert (config.PRE_NMS_LIMIT, config.POST_NMS_ROIS_INFERENCE,
+            config.RPN_NMS_THRESHOLD) == (6000, 1000, 0.7)
+    rng = np.random.default_rng(0)
+    a = config.NUM_ANCHORS  # 16368
+    logits = rng.normal(0, 2, (2, a, 2)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    deltas = rng.normal(0, 1, (2, a, 4)).astype(np.float32)
+    rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in
+                           ProposalLayer(config, 1000)(probs, deltas)]
+    want, kept = reference_matterport_proposals(
+        probs, deltas, normalized_anchors(config), 6000, 1000, 0.7, config.RPN_BBOX_STD_DEV)
+    assert rois.shape == (2, 1000, 4)
+    assert valid.sum(axis=1).tolist() == kept.tolist() and 300 < kept.min()
+    assert np.all(valid[:, :kept.min()])
+    # pixel ROIs are the normalised ones mapped back with (H - 1) and the far-edge +1;
+    # padding rows are normalised zeros, pixel (0, 0, 1, 1)
+    diff = np.abs(rois - to_pixels(want, 256)).max()
+    print("max |ours - matterport| pixels:", diff)
+    assert diff < 2e-4, diff
+    np.testing.assert_array_equal(rois[~valid], np.tile([0.0, 0.0, 1.0, 1.0], ((~valid).sum(), 1)))
+    assert np.all(scores[valid] > 0) and np.all(np.diff(scores, axis=1) <= 0)
