@@ -22,8 +22,12 @@ from mrcnn_kp import constants
 
 BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0")
 KEYPOINT_HEADS = ("deconv4", "humanpose")
-LAYOUTS = ("matterport",)
-RESIZE_MODES = ("square",)
+# "matterport": matterport's ResNet (stride on the 1x1, biased convs, BN eps 1e-3), 2-way RPN
+# softmax, BN box head. "torchvision": keypointrcnn_resnet50_fpn's (ResNet v1.5 without conv
+# biases, frozen BN eps 1e-5, torch padding, 256-channel RPN with one sigmoid logit per anchor,
+# rounded anchors, per-level proposals, TwoMLPHead box head); see TorchvisionKeypointConfig.
+LAYOUTS = ("matterport", "torchvision")
+RESIZE_MODES = ("square", "torchvision")
 ROI_ALIGN_MODES = ("roi_align", "crop_and_resize")
 # The matterport compatibility options (MatterportConfig): "matterport" reproduces its numbers.
 BOX_MODES = ("pixels", "matterport")  # PROPOSAL_MODE, DETECTION_MODE
@@ -121,6 +125,9 @@ class Config:
     IMAGE_MIN_DIM = 800
     IMAGE_MAX_DIM = 1024
     IMAGE_MIN_SCALE = 0
+    # IMAGE_RESIZE_MODE "torchvision": scale = min(IMAGE_MIN_DIM / short side,
+    # IMAGE_RESIZE_MAX_SIDE / long side) (0: IMAGE_MAX_DIM), image at the top-left corner.
+    IMAGE_RESIZE_MAX_SIDE = 0
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = (123.7, 116.8, 103.9)
     PIXEL_STD = (1.0, 1.0, 1.0)  # matterport subtracts the mean only
@@ -247,6 +254,11 @@ class Config:
         if self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
             fail(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) cannot exceed IMAGE_MAX_DIM "
                  f"({self.IMAGE_MAX_DIM})")
+        if not 0 <= self.IMAGE_RESIZE_MAX_SIDE <= self.IMAGE_MAX_DIM:
+            fail(f"IMAGE_RESIZE_MAX_SIDE must be between 0 and IMAGE_MAX_DIM "
+                 f"({self.IMAGE_MAX_DIM}), got {self.IMAGE_RESIZE_MAX_SIDE}")
+        if self.LAYOUT == "torchvision" and not self.BACKBONE.startswith("resnet"):
+            fail(f"LAYOUT 'torchvision' needs a ResNet BACKBONE, got {self.BACKBONE!r}")
         if self.KEYPOINT_MASK_SHAPE % 2:
             fail(f"KEYPOINT_MASK_SHAPE must be even (the head upsamples by 2), got "
                  f"{self.KEYPOINT_MASK_SHAPE}")
@@ -438,7 +450,51 @@ class CpuDemoConfig(Config):
     MINI_MASK_SHAPE = (28, 28)
 
 
-PRESETS = {"default": Config, "tiny": TinyConfig, "cpu_demo": CpuDemoConfig}
+class TorchvisionKeypointConfig(Config):
+    """torchvision's keypointrcnn_resnet50_fpn, for its converted COCO weights
+    (`mrcnn-kp convert --from torchvision`): ResNet-50 v1.5 + FPN, 256-channel RPN, TwoMLPHead,
+    8 x 512 keypoint head, no mask head, ImageNet mean/std, min side 800 / max side 1333 (on a
+    1344 canvas), and torchvision's inference thresholds.
+
+    Box deltas keep our (dy, dx, log dh, log dw) order: the converter permutes torchvision's
+    (dx, dy, dw, dh) outputs, and its coder weights become the std devs (RPN (1, 1, 1, 1), ROI
+    1 / (10, 10, 5, 5)). RPN_ANCHOR_RATIOS are width / height, listed in torchvision's anchor
+    order (its aspect ratios 0.5, 1, 2 are height / width).
+    """
+
+    NAME = "torchvision_kp"
+    LAYOUT = "torchvision"
+    BACKBONE = "resnet50"
+    IMAGES_PER_GPU = 1
+    MEAN_PIXEL = (123.675, 116.28, 103.53)  # 255 x (0.485, 0.456, 0.406)
+    PIXEL_STD = (58.395, 57.12, 57.375)  # 255 x (0.229, 0.224, 0.225)
+    IMAGE_RESIZE_MODE = "torchvision"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1344  # the canvas (a multiple of 64) that holds 1333 x 800
+    IMAGE_RESIZE_MAX_SIDE = 1333
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    RPN_ANCHOR_RATIOS = (2.0, 1.0, 0.5)
+    RPN_BBOX_STD_DEV = (1.0, 1.0, 1.0, 1.0)
+    RPN_NMS_THRESHOLD = 0.7
+    PRE_NMS_LIMIT = 1000  # per pyramid level (torchvision's pre_nms_top_n at test time)
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+    BBOX_STD_DEV = (0.1, 0.1, 0.2, 0.2)
+    ROI_ALIGN_SAMPLING_RATIO = 2
+    ROI_ALIGN_ALIGNED = False
+    TRAIN_ROIS_PER_IMAGE = 512
+    ROI_POSITIVE_RATIO = 0.25
+    USE_MASK_HEAD = False
+    KEYPOINT_HEAD = "deconv4"
+    KEYPOINT_HEAD_NUM_CONVS = 8
+    KEYPOINT_HEAD_CONV_CHANNELS = 512
+    DETECTION_MIN_CONFIDENCE = 0.05
+    DETECTION_NMS_THRESHOLD = 0.5
+    DETECTION_MAX_INSTANCES = 100
+
+
+PRESETS = {"default": Config, "tiny": TinyConfig, "cpu_demo": CpuDemoConfig,
+           "torchvision": TorchvisionKeypointConfig}
 
 
 class MatterportConfig(Config):

@@ -9,7 +9,14 @@ by layer name (mrcnn_kp.weights.load_weights: shape mismatches such as an 81-cla
 so `--weights new.weights.h5` works in train / evaluate / predict / export without --config.
 Our own `.weights.h5` and `.keras` files are accepted too (re-saving by name, e.g. into another
 config). `--from efficientnet-lite0` writes the ImageNet EfficientNet-Lite0 backbone into a fresh
-model; `--from torchvision` (torchvision's keypointrcnn_resnet50_fpn .pth) is not built yet.
+model.
+
+    mrcnn-kp convert --from torchvision keypointrcnn_resnet50_fpn_coco-fc266e95.pth kp.weights.h5
+
+maps torchvision's Keypoint R-CNN state_dict onto the `--config torchvision` model
+(TorchvisionKeypointConfig, the default with --from torchvision; any config with LAYOUT
+"torchvision" works) with mrcnn_kp.torchvision_weights, prints what was loaded and every
+tensor of the file that was not used, and writes the weights with that config inside.
 
 Exit status: 0 written, 1 the input could not be converted (message on stderr), 2 not built.
 """
@@ -30,9 +37,10 @@ def add_arguments(parser):
     parser.add_argument("output", help="the Keras 3 file to write (must end in .weights.h5)")
     parser.add_argument("--from", dest="source_format", choices=SOURCES, default="keras",
                         help="what `source` is (default: keras, i.e. any Keras .h5 file)")
-    parser.add_argument("--config", default="default",
-                        help="the model to build: a preset (default, tiny, cpu_demo) or a config "
-                             ".json (default: default)")
+    parser.add_argument("--config", default=None,
+                        help="the model to build: a preset (default, tiny, cpu_demo, "
+                             "torchvision) or a config .json (default: torchvision with "
+                             "--from torchvision, else default)")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME_OR_REGEX",
                         help="layers to leave at their initial values: names or regular "
                              "expressions (full match), e.g. mrcnn_class_logits 'mrcnn_mask.*'")
@@ -47,11 +55,11 @@ def run(args):
     try:
         if not args.output.endswith(".weights.h5"):
             raise CommandError(f"output {args.output!r} must end in .weights.h5 (Keras 3 format)")
-        if args.source_format == "torchvision":
-            print("mrcnn-kp convert --from torchvision: not built yet in this version of "
-                  "mrcnn_kp (torchvision keypointrcnn_resnet50_fpn .pth files).", file=sys.stderr)
-            return NOT_BUILT
+        if args.config is None:
+            args.config = "torchvision" if args.source_format == "torchvision" else "default"
         config = load_config_arg(args.config)
+        if args.source_format == "torchvision":
+            return _from_torchvision(args, config)
         if args.source_format == "efficientnet-lite0":
             return _from_efficientnet_lite0(args, config)
         if args.source is None:
@@ -110,4 +118,29 @@ def _from_efficientnet_lite0(args, config):
     save_weights(model, args.output, config=config)
     print(report.summary() if hasattr(report, "summary") else report)
     print(f"wrote {args.output} (ImageNet EfficientNet-Lite0 backbone, heads at initial values)")
+    return 0
+
+
+def _from_torchvision(args, config):
+    import pickle
+
+    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.torchvision_weights import TorchvisionWeightsError, convert_torchvision
+
+    if args.source is None:
+        raise CommandError("give the torchvision .pth file to convert")
+    if not os.path.isfile(args.source):
+        raise CommandError(f"{args.source}: no such file")
+    if args.exclude:
+        raise CommandError("--exclude is not supported with --from torchvision")
+    try:
+        report = convert_torchvision(args.source, args.output, config)
+    except (TorchvisionWeightsError, pickle.UnpicklingError) as exc:
+        raise CommandError(f"{args.source}: {exc}") from None
+    print(report.summary())
+    if args.strict and (report.unused or report.layers_not_set):
+        os.remove(args.output)
+        raise CommandError(f"--strict: {len(report.unused)} tensors not used, "
+                           f"{len(report.layers_not_set)} layers not set; nothing written")
+    print(f"wrote {args.output} ({config.NAME}, torchvision layout, {config.BACKBONE})")
     return 0

@@ -24,6 +24,13 @@ stages by a regex over names (`backbone_stage_regex`):
   stages and of the 1280-channel head (ReLU6(BN(1x1 conv of the 320-channel stage))), so every
   pretrained tensor except the classifier `_fc` is used.
 
+With `config.LAYOUT == "torchvision"` the ResNets take torchvision's shape under the same layer
+names (so `mrcnn_kp.torchvision_weights` maps its state_dict onto them): ResNet v1.5, the stride
+on the 3x3 `branch2b` instead of the 1x1s; convs without bias; batch-norm epsilon 1e-5
+(FrozenBatchNorm2d's); torch's symmetric padding where TF's "same" would pad a stride-2 layer at
+the bottom/right only (ZeroPadding2D(1) then "valid" for the stride-2 3x3 convs and for the
+max-pool, whose inputs are >= 0 after the ReLU, so zero padding equals torch's -inf padding).
+
 Input normalisation is not done here: the model core normalises before calling the backbone.
 
 EfficientNet-Lite0 layer names and block table
@@ -97,6 +104,7 @@ import numpy as np
 from keras import layers
 
 RESNET_BN_EPSILON = 1e-3
+TORCHVISION_BN_EPSILON = 1e-5  # torchvision.ops.FrozenBatchNorm2d / nn.BatchNorm2d
 LITE0_BN_EPSILON = 1e-3
 LITE0_BN_MOMENTUM = 0.99  # Keras convention; torch's momentum 0.01
 
@@ -234,42 +242,62 @@ def batch_norm(config, name, epsilon=1e-3, momentum=0.99):
 
 
 # ------------------------------------------------------------------------------ ResNet
-def _resnet_conv(filters, kernel, name, strides=1, padding="valid"):
+def _resnet_conv(filters, kernel, name, strides=1, padding="valid", use_bias=True):
     """matterport's ResNet conv: with bias, glorot-uniform kernel (Keras' default)."""
-    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=True,
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
                          kernel_initializer=glorot_uniform(), name=name)
 
 
+def _is_torchvision(config):
+    return getattr(config, "LAYOUT", "matterport") == "torchvision"
+
+
 def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv):
-    """One bottleneck block, matterport's conv_block / identity_block names."""
+    """One bottleneck block, matterport's conv_block / identity_block names (torchvision's
+    v1.5 block under config.LAYOUT "torchvision": see the module docstring)."""
     f1, f2, f3 = filters
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
+    torchvision = _is_torchvision(config)
+    eps = TORCHVISION_BN_EPSILON if torchvision else RESNET_BN_EPSILON
+    bias = not torchvision
+    stride_2a, stride_2b = (1, strides) if torchvision else (strides, 1)
     shortcut = x
-    y = _resnet_conv(f1, 1, conv + "2a", strides=strides)(x)
-    y = batch_norm(config, bn + "2a", epsilon=RESNET_BN_EPSILON)(y)
+    y = _resnet_conv(f1, 1, conv + "2a", strides=stride_2a, use_bias=bias)(x)
+    y = batch_norm(config, bn + "2a", epsilon=eps)(y)
     y = layers.Activation("relu", name=conv + "2a_relu")(y)
-    y = _resnet_conv(f2, 3, conv + "2b", padding="same")(y)
-    y = batch_norm(config, bn + "2b", epsilon=RESNET_BN_EPSILON)(y)
+    if stride_2b == 1:
+        y = _resnet_conv(f2, 3, conv + "2b", padding="same", use_bias=bias)(y)
+    else:  # torch's padding 1 on both sides
+        y = layers.ZeroPadding2D(1, name=conv + "2b_pad")(y)
+        y = _resnet_conv(f2, 3, conv + "2b", strides=stride_2b, use_bias=bias)(y)
+    y = batch_norm(config, bn + "2b", epsilon=eps)(y)
     y = layers.Activation("relu", name=conv + "2b_relu")(y)
-    y = _resnet_conv(f3, 1, conv + "2c")(y)
-    y = batch_norm(config, bn + "2c", epsilon=RESNET_BN_EPSILON)(y)
+    y = _resnet_conv(f3, 1, conv + "2c", use_bias=bias)(y)
+    y = batch_norm(config, bn + "2c", epsilon=eps)(y)
     if with_shortcut_conv:
-        shortcut = _resnet_conv(f3, 1, conv + "1", strides=strides)(x)
-        shortcut = batch_norm(config, bn + "1", epsilon=RESNET_BN_EPSILON)(shortcut)
+        shortcut = _resnet_conv(f3, 1, conv + "1", strides=strides, use_bias=bias)(x)
+        shortcut = batch_norm(config, bn + "1", epsilon=eps)(shortcut)
     y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
 
 def build_resnet(image_tensor, config, depth):
-    """matterport's resnet_graph with stage 5: [B, S, S, 3] -> [C2, C3, C4, C5]."""
+    """matterport's resnet_graph with stage 5: [B, S, S, 3] -> [C2, C3, C4, C5]
+    (torchvision's ResNet under config.LAYOUT "torchvision")."""
     if depth not in (50, 101):
         raise ValueError(f"ResNet depth must be 50 or 101, got {depth}")
+    torchvision = _is_torchvision(config)
+    eps = TORCHVISION_BN_EPSILON if torchvision else RESNET_BN_EPSILON
     x = layers.ZeroPadding2D(3, name="conv1_pad")(image_tensor)  # [B, S+6, S+6, 3]
-    x = _resnet_conv(64, 7, "conv1", strides=2)(x)  # [B, S/2, S/2, 64]
-    x = batch_norm(config, "bn_conv1", epsilon=RESNET_BN_EPSILON)(x)
+    x = _resnet_conv(64, 7, "conv1", strides=2, use_bias=not torchvision)(x)  # [B, S/2, S/2, 64]
+    x = batch_norm(config, "bn_conv1", epsilon=eps)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # [B, S/4, S/4, 64]
+    if torchvision:
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)  # [B, S/4, S/4, 64]
+    else:
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     taps = []
     for stage, filters, blocks50, blocks101 in RESNET_STAGES:
         count = blocks50 if depth == 50 else blocks101

@@ -8,7 +8,8 @@ TimeDistributed wrappers hold the same inner weight shapes) loads by name:
 
     box head       mrcnn_class_conv1 (7x7 valid = conv-as-FC, FPN_CLASSIF_FC_LAYERS_SIZE),
                    mrcnn_class_bn1, relu, mrcnn_class_conv2 (1x1), mrcnn_class_bn2, relu,
-                   mrcnn_class_logits (Dense NUM_CLASSES), mrcnn_bbox_fc (Dense NUM_CLASSES * 4)
+                   mrcnn_class_logits (Dense NUM_CLASSES), mrcnn_bbox_fc (Dense NUM_CLASSES * 4);
+                   LAYOUT "torchvision": no batch-norm (torchvision's TwoMLPHead fc6, fc7)
     mask head      4 x (mrcnn_mask_conv{i} 3x3 MASK_HEAD_CHANNELS, mrcnn_mask_bn{i}, relu),
                    mrcnn_mask_deconv (2x2 stride 2, relu) -> 28, mrcnn_mask (1x1, NUM_CLASSES)
     keypoint head  "deconv4" (published): KEYPOINT_HEAD_NUM_CONVS x (mrcnn_keypoint_conv{i} 3x3
@@ -152,9 +153,11 @@ class BoxHead:
         size = config.FPN_CLASSIF_FC_LAYERS_SIZE
         self.conv1 = layers.Conv2D(size, config.POOL_SIZE, padding="valid",
                                    name="mrcnn_class_conv1")
-        self.bn1 = batch_norm(config, "mrcnn_class_bn1")
         self.conv2 = layers.Conv2D(size, 1, name="mrcnn_class_conv2")
-        self.bn2 = batch_norm(config, "mrcnn_class_bn2")
+        # torchvision's TwoMLPHead (fc6, fc7 + ReLU) is the same two convs without batch-norm
+        two_mlp = getattr(config, "LAYOUT", "matterport") == "torchvision"
+        self.bn1 = None if two_mlp else batch_norm(config, "mrcnn_class_bn1")
+        self.bn2 = None if two_mlp else batch_norm(config, "mrcnn_class_bn2")
         self.class_logits = layers.Dense(config.NUM_CLASSES, name="mrcnn_class_logits")
         self.bbox_fc = layers.Dense(config.NUM_CLASSES * 4, name="mrcnn_bbox_fc")
 
@@ -164,8 +167,12 @@ class BoxHead:
         x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier")(
             rois, feature_maps)  # [B, N, 7, 7, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_class_merge")(x)  # [B*N, 7, 7, C]
-        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu1")(self.bn1(self.conv1(x)))
-        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu2")(self.bn2(self.conv2(x)))
+        x = self.conv1(x)
+        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu1")(
+            x if self.bn1 is None else self.bn1(x))
+        x = self.conv2(x)
+        x = layers.Activation("relu", name=prefix + "mrcnn_class_relu2")(
+            x if self.bn2 is None else self.bn2(x))
         shared = layers.Reshape((config.FPN_CLASSIF_FC_LAYERS_SIZE,),
                                 name=prefix + "pool_squeeze")(x)  # [B*N, FC]
         logits = SplitRoiAxis(name=prefix + "mrcnn_class_logits_split")(

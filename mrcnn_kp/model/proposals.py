@@ -69,11 +69,18 @@ class ProposalLayer(keras.layers.Layer):
         self.matterport = getattr(self.config, "PROPOSAL_MODE", "pixels") == "matterport"
         if self.matterport:  # [A, 4] normalised (y1, x1, y2, x2)
             self.normalized_anchors = matterport_ops.normalized_anchors(self.config)
+        self.per_level = getattr(self.config, "LAYOUT", "matterport") == "torchvision"
+        if self.per_level:  # torchvision: PRE_NMS_LIMIT per pyramid level
+            self.pre_nms_limit = sum(min(int(self.config.PRE_NMS_LIMIT), n)
+                                     for n in anchor_ops.level_anchor_counts(self.config))
         if self.proposal_count > self.pre_nms_limit:
             raise ValueError(f"proposal_count {self.proposal_count} exceeds the "
                              f"{self.pre_nms_limit} boxes kept before NMS")
 
     def call(self, rpn_probs, rpn_bbox):
+        if self.per_level:
+            return per_level_proposals(self.config, self.anchors, rpn_probs, rpn_bbox,
+                                       self.proposal_count)
         if self.matterport:
             return self._matterport_call(rpn_probs, rpn_bbox)
         config = self.config
@@ -122,3 +129,46 @@ class ProposalLayer(keras.layers.Layer):
         base = super().get_config()
         base.update(config=self.config.to_dict(), proposal_count=self.proposal_count)
         return base
+
+
+# Boxes narrower or lower than this are dropped before NMS (torchvision's RPN min_size).
+PER_LEVEL_MIN_SIZE = 1e-3
+
+
+def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count):
+    """torchvision's RPN filter_proposals (config.LAYOUT "torchvision"), batched and static.
+
+    Per pyramid level the min(PRE_NMS_LIMIT, level size) best anchors; their deltas times
+    RPN_BBOX_STD_DEV applied, boxes clipped to the image, sides below PER_LEVEL_MIN_SIZE
+    dropped; NMS at RPN_NMS_THRESHOLD within each level (levels moved apart by an offset, the
+    batched_nms trick); the best proposal_count kept in descending score order.
+    -> rois [B, N, 4], scores [B, N], valid [B, N], as ProposalLayer.
+    """
+    scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
+    picked_scores, picked_rows, level_ids = [], [], []
+    start = 0
+    for level, count in enumerate(anchor_ops.level_anchor_counts(config)):
+        k = min(int(config.PRE_NMS_LIMIT), count)
+        level_scores, rows = ops.top_k(scores[:, start:start + count], k, sorted=True)
+        picked_scores.append(level_scores)
+        picked_rows.append(rows + start)
+        level_ids += [level] * k
+        start += count
+    scores = ops.concatenate(picked_scores, axis=1)  # [B, K]
+    order = ops.concatenate(picked_rows, axis=1)  # [B, K]
+    deltas = gather_rows(rpn_bbox, order)  # [B, K, 4]
+    picked_anchors = ops.take(ops.convert_to_tensor(anchors), order, axis=0)  # [B, K, 4]
+    boxes = box_ops.decode_deltas(deltas, picked_anchors, config.RPN_BBOX_STD_DEV)
+    boxes = box_ops.clip_boxes(boxes, image_window(config))  # [B, K, 4]
+    big = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= PER_LEVEL_MIN_SIZE,
+                          boxes[..., 3] - boxes[..., 1] >= PER_LEVEL_MIN_SIZE)
+    ranked = ops.where(big, scores, float("-inf"))
+    offset = float(max(config.IMAGE_SHAPE[:2])) + 1.0  # clipped boxes never reach it
+    shift = ops.convert_to_tensor([float(v) * offset for v in level_ids], "float32")  # [K]
+    keep, _ = box_ops.nms_batched(boxes + shift[None, :, None], ranked,
+                                  config.RPN_NMS_THRESHOLD, proposal_count)  # [B, N]
+    valid = ops.greater_equal(keep, 0)
+    safe = ops.maximum(keep, 0)
+    rois = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
+    roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)  # [B, N]
+    return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid

@@ -4,13 +4,17 @@ One scale per pyramid level P2..P6, every ratio at every grid cell. The order is
 (level, then row, then column, then ratio fastest), so anchor i lines up with output row i of
 the RPN, and the geometry is matterport's (h = s / sqrt(r), w = s * sqrt(r), centres at the
 top-left cell corner (x * stride, y * stride), no half-stride offset, not clipped).
+With round_half_sizes (config.LAYOUT "torchvision") the half width and half height are rounded
+to whole pixels, as torchvision's AnchorGenerator rounds its base anchors; list the ratios in
+torchvision's order (its aspect ratios are height / width, ours width / height).
 """
 import functools
 
 import numpy as np
 
 
-def generate_anchors(scale, ratios, feature_shape, feature_stride, anchor_stride=1):
+def generate_anchors(scale, ratios, feature_shape, feature_stride, anchor_stride=1,
+                     round_half_sizes=False):
     """Anchors of one pyramid level -> float64 [rows * cols * len(ratios), 4] (x1, y1, x2, y2).
 
     scale: anchor side in pixels; ratios: width / height; feature_shape: (rows, cols) of the
@@ -23,18 +27,22 @@ def generate_anchors(scale, ratios, feature_shape, feature_stride, anchor_stride
     centre_x = np.arange(0, feature_shape[1], anchor_stride) * feature_stride  # [cols]
     cy = centre_y[:, None, None]  # [rows, 1, 1]
     cx = centre_x[None, :, None]  # [1, cols, 1]
-    h = heights[None, None, :]  # [1, 1, R]
-    w = widths[None, None, :]  # [1, 1, R]
+    half_h, half_w = 0.5 * heights, 0.5 * widths  # [R]
+    if round_half_sizes:
+        half_h, half_w = np.round(half_h), np.round(half_w)
+    h = half_h[None, None, :]  # [1, 1, R]
+    w = half_w[None, None, :]  # [1, 1, R]
     full = (len(centre_y), len(centre_x), len(ratios))
-    boxes = np.stack([np.broadcast_to(cx - 0.5 * w, full), np.broadcast_to(cy - 0.5 * h, full),
-                      np.broadcast_to(cx + 0.5 * w, full), np.broadcast_to(cy + 0.5 * h, full)],
+    boxes = np.stack([np.broadcast_to(cx - w, full), np.broadcast_to(cy - h, full),
+                      np.broadcast_to(cx + w, full), np.broadcast_to(cy + h, full)],
                      axis=-1)  # [rows, cols, R, 4]
     return boxes.reshape(-1, 4)
 
 
 @functools.lru_cache(maxsize=16)
-def _pyramid_anchors(scales, ratios, feature_shapes, feature_strides, anchor_stride):
-    levels = [generate_anchors(s, ratios, shape, stride, anchor_stride)
+def _pyramid_anchors(scales, ratios, feature_shapes, feature_strides, anchor_stride,
+                     round_half_sizes=False):
+    levels = [generate_anchors(s, ratios, shape, stride, anchor_stride, round_half_sizes)
               for s, shape, stride in zip(scales, feature_shapes, feature_strides)]
     anchors = np.concatenate(levels, axis=0).astype(np.float32)  # [A, 4]
     anchors.setflags(write=False)  # cached and shared: nobody may edit it in place
@@ -53,6 +61,7 @@ def generate_pyramid_anchors(config):
         tuple(tuple(int(v) for v in shape) for shape in config.BACKBONE_SHAPES),
         tuple(int(s) for s in config.BACKBONE_STRIDES),
         int(config.RPN_ANCHOR_STRIDE),
+        getattr(config, "LAYOUT", "matterport") == "torchvision",
     )
     if len(anchors) != config.NUM_ANCHORS:
         raise ValueError(f"generated {len(anchors)} anchors but config.NUM_ANCHORS is "

@@ -1,0 +1,130 @@
+"""torchvision's keypointrcnn_resnet50_fpn on seeded random weights: the reference side of
+tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
+
+    python tests/torchvision_reference.py OUT_DIR --size 320 --images 2 --seed 0 ...
+
+writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz (the uint8
+images) and OUT_DIR/reference.npz: the pyramid P2..P6 (NHWC), the RPN proposals and the final
+detections (boxes, scores, labels, keypoints, keypoint scores), padded, with per-image counts.
+The weights are torchvision's own initialisation (weights=None, weights_backbone=None), with
+the batch-norm affine parameters and statistics and the RPN / predictor layers re-drawn from a
+seeded generator, so that every tensor the converter maps changes the outputs.
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+
+def make_images(count, size, seed):
+    """Smooth random uint8 RGB images [count, size, size, 3] (blobs and stripes plus noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    images = []
+    for _ in range(count):
+        image = np.zeros((size, size, 3), np.float32)
+        for _ in range(6):
+            cy, cx, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.25)
+            colour = rng.uniform(0, 255, 3)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            image += blob[..., None] * colour
+        image += 40 * np.sin(2 * np.pi * rng.uniform(2, 8) * xx)[..., None]
+        image += rng.normal(0, 8, image.shape)
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def randomize(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def uniform(t, lo, hi):
+        t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
+
+    def normal(t, std):
+        t.copy_(torch.randn(t.shape, generator=gen) * std)
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
+                uniform(module.weight, 0.3, 0.8)
+                normal(module.bias, 0.1)
+                normal(module.running_mean, 0.1)
+                uniform(module.running_var, 0.5, 1.5)
+        head = model.rpn.head
+        normal(head.cls_logits.weight, 0.05)
+        normal(head.cls_logits.bias, 0.5)
+        normal(head.bbox_pred.weight, 0.01)
+        normal(head.bbox_pred.bias, 0.1)
+        predictor = model.roi_heads.box_predictor
+        normal(predictor.cls_score.weight, 0.05)
+        normal(predictor.bbox_pred.weight, 0.02)
+        normal(predictor.bbox_pred.bias, 0.2)
+        normal(model.roi_heads.keypoint_predictor.kps_score_lowres.bias, 0.5)
+
+
+def pad_rows(arrays, rows):
+    """List of [n_i, ...] -> [len, rows, ...] zero padded, and the counts."""
+    counts = np.array([len(a) for a in arrays], np.int32)
+    out = np.zeros((len(arrays), rows) + arrays[0].shape[1:], np.float32)
+    for i, a in enumerate(arrays):
+        out[i, :len(a)] = a
+    return out, counts
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir")
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pre-nms", type=int, default=1000)
+    ap.add_argument("--post-nms", type=int, default=1000)
+    ap.add_argument("--detections", type=int, default=100)
+    ap.add_argument("--score-thresh", type=float, default=0.05)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=args.size, max_size=args.size,
+        rpn_pre_nms_top_n_test=args.pre_nms, rpn_post_nms_top_n_test=args.post_nms,
+        box_detections_per_img=args.detections, box_score_thresh=args.score_thresh)
+    randomize(model, args.seed)
+    model.eval()
+    os.makedirs(args.out_dir, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(args.out_dir, "model.pth"))
+    images = make_images(args.images, args.size, args.seed)
+    np.savez(os.path.join(args.out_dir, "images.npz"), images=images)
+
+    tensors = [torch.from_numpy(im).permute(2, 0, 1).float() / 255.0 for im in images]
+    heatmaps = []  # keypoint logits [N, K, 56, 56] of the detections, all images together
+    model.roi_heads.keypoint_predictor.register_forward_hook(
+        lambda module, inputs, output: heatmaps.append(output.permute(0, 2, 3, 1).numpy()))
+    with torch.no_grad():  # GeneralizedRCNN.forward, step by step, keeping what we compare
+        original_sizes = [tuple(t.shape[-2:]) for t in tensors]
+        batch, _ = model.transform(tensors)
+        features = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, features)
+        detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
+        detections = model.transform.postprocess(detections, batch.image_sizes, original_sizes)
+    out = {f"P{level}": features[key].permute(0, 2, 3, 1).numpy()
+           for level, key in zip(range(2, 7), ("0", "1", "2", "3", "pool"))}
+    out["batch_shape"] = np.array(batch.tensors.shape)
+    out["proposals"], out["num_proposals"] = pad_rows([p.numpy() for p in proposals],
+                                                      args.post_nms)
+    fields = {"boxes": "boxes", "scores": "scores", "labels": "labels",
+              "keypoints": "keypoints", "keypoints_scores": "keypoints_scores"}
+    for ours, theirs in fields.items():
+        values = [d[theirs].numpy().astype(np.float32) for d in detections]
+        out[ours], out["num_detections"] = pad_rows(values, args.detections)
+    out["keypoint_logits"] = np.concatenate(heatmaps)  # [sum of detections, 56, 56, K]
+    out["torch_version"] = np.array(torch.__version__)
+    out["torchvision_version"] = np.array(torchvision.__version__)
+    np.savez(os.path.join(args.out_dir, "reference.npz"), **out)
+
+
+if __name__ == "__main__":
+    main()
