@@ -2,16 +2,21 @@
 tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
 
     python tests/torchvision_reference.py OUT_DIR --size 320 --images 2 --seed 0 ...
+    python tests/torchvision_reference.py --decode IN.npz OUT.npz
 
-writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz (the uint8
-images) and OUT_DIR/reference.npz: the pyramid P2..P6 (NHWC), the RPN proposals and the final
-detections (boxes, scores, labels, keypoints, keypoint scores), padded, with per-image counts.
+The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
+(the uint8 images) and OUT_DIR/reference.npz: the pyramid P2..P6 (NHWC), the RPN proposals
+and the final detections (boxes, scores, labels, keypoints, keypoint scores), padded, with
+per-image counts, plus the anchors of image 0 and the keypoint logits of the detections. The second applies
+torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and `boxes` [N, 4] and
+writes `keypoints` [N, K, 3] and `scores` [N, K].
 The weights are torchvision's own initialisation (weights=None, weights_backbone=None), with
 the batch-norm affine parameters and statistics and the RPN / predictor layers re-drawn from a
 seeded generator, so that every tensor the converter maps changes the outputs.
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
@@ -74,7 +79,19 @@ def pad_rows(arrays, rows):
     return out, counts
 
 
+def decode(path_in, path_out):
+    from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
+
+    with np.load(path_in) as z:
+        maps = torch.from_numpy(z["logits"]).permute(0, 3, 1, 2).contiguous()
+        boxes = torch.from_numpy(z["boxes"])
+    keypoints, scores = heatmaps_to_keypoints(maps, boxes)
+    np.savez(path_out, keypoints=keypoints.numpy(), scores=scores.numpy())
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--decode":
+        return decode(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
     ap.add_argument("--size", type=int, default=320)
@@ -120,6 +137,7 @@ def main():
     for ours, theirs in fields.items():
         values = [d[theirs].numpy().astype(np.float32) for d in detections]
         out[ours], out["num_detections"] = pad_rows(values, args.detections)
+    out["anchors"] = model.rpn.anchor_generator(batch, list(features.values()))[0].numpy()
     out["keypoint_logits"] = np.concatenate(heatmaps)  # [sum of detections, 56, 56, K]
     out["torch_version"] = np.array(torch.__version__)
     out["torchvision_version"] = np.array(torchvision.__version__)

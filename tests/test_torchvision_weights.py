@@ -1,0 +1,272 @@
+"""mrcnn_kp.torchvision_weights and the LAYOUT "torchvision" model, against torchvision itself.
+
+The equivalence tests run torchvision's keypointrcnn_resnet50_fpn with seeded random weights
+(weights=None, weights_backbone=None, batch-norm and predictor layers re-drawn) in the
+torchvision venv of ../shared/peers/setup_torchvision.sh, through a subprocess
+(tests/torchvision_reference.py) that exchanges a .pth and .npz files: torchvision never runs
+in this process, so the package and its test extra stay TensorFlow-only. The venv's python is
+$PEERS_TV_PYTHON, else <tmp>/peers/tv/bin/python; without it these tests skip, and fail under
+CI=true (.ci/run builds the venv). The .pth goes through `mrcnn-kp convert --from torchvision`,
+then our model runs on the same two 320 x 320 images (no resizing or padding on either side:
+min_size = max_size = 320) with the same limits (500 pre-NMS per level, 300 proposals, 8
+detections). TensorFlow only (ResNet-50 twice in one test is the budget); the layout's ops run
+on JAX in tests/model/test_torchvision_layout.py.
+"""
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrcnn_kp import cli
+from mrcnn_kp.config import Config, TorchvisionKeypointConfig
+from mrcnn_kp.torchvision_weights import (TorchvisionWeightsError, normalize_keys, to_keras,
+                                          torchvision_weight_map)
+from mrcnn_kp.utils import get_logger
+
+HERE = Path(__file__).resolve().parent
+# The package logger's handler binds sys.stderr when first made: make it now, not inside a
+# fixture whose captured stream pytest closes afterwards.
+get_logger()
+SIZE, IMAGES, PRE_NMS, POST_NMS, DETECTIONS = 320, 2, 500, 300, 8
+
+
+def torchvision_python():
+    path = os.environ.get("PEERS_TV_PYTHON") or os.path.join(tempfile.gettempdir(), "peers",
+                                                             "tv", "bin", "python")
+    if not os.path.exists(path):
+        message = (f"torchvision venv not found ({path}): run "
+                   f"`bash ../shared/peers/setup_torchvision.sh` or set PEERS_TV_PYTHON")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def small_config(**overrides):
+    values = dict(IMAGES_PER_GPU=IMAGES, IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
+                  IMAGE_RESIZE_MAX_SIDE=SIZE, PRE_NMS_LIMIT=PRE_NMS,
+                  POST_NMS_ROIS_INFERENCE=POST_NMS, DETECTION_MAX_INSTANCES=DETECTIONS)
+    values.update(overrides)
+    return TorchvisionKeypointConfig(**values)
+
+
+# ------------------------------------------------------------------------ no torchvision needed
+def test_weight_map_needs_the_torchvision_layout():
+    with pytest.raises(TorchvisionWeightsError, match="LAYOUT 'torchvision'"):
+        torchvision_weight_map(Config())
+    rows = torchvision_weight_map(TorchvisionKeypointConfig())
+    assert len(rows) == 313  # every tensor of keypointrcnn_resnet50_fpn but 53 BN counters
+    assert len({r.key for r in rows}) == 313
+    resnet101 = torchvision_weight_map(TorchvisionKeypointConfig(BACKBONE="resnet101"))
+    assert len(resnet101) == 313 + 17 * 15  # 17 more blocks of 3 convs + 3 BNs x 4
+
+
+def test_fc6_becomes_a_7x7_conv_kernel_with_torch_flatten_order():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(5, 3 * 7 * 7)).astype(np.float32)  # Linear(C*H*W -> 5)
+    x = rng.normal(size=(7, 7, 3)).astype(np.float32)  # one pooled ROI, channels last
+    torch_out = weight @ x.transpose(2, 0, 1).reshape(-1)  # torch flattens (C, H, W)
+    kernel = to_keras(weight, "fc_conv", (7, 7, 3, 5))
+    np.testing.assert_allclose(np.einsum("hwc,hwco->o", x, kernel), torch_out, rtol=1e-5)
+
+
+def test_delta_rows_move_to_our_order():
+    dense = to_keras(np.arange(8 * 2, dtype=np.float32).reshape(8, 2), "dense_delta", (2, 8))
+    assert dense[0].tolist() == [2, 0, 6, 4, 10, 8, 14, 12]  # (dy, dx, dh, dw) per class
+    bias = to_keras(np.arange(8, dtype=np.float32), "bias_delta", (8,))
+    assert bias.tolist() == [1, 0, 3, 2, 5, 4, 7, 6]
+    conv = to_keras(np.arange(12, dtype=np.float32).reshape(12, 1, 1, 1), "conv_delta",
+                    (1, 1, 1, 12))
+    assert conv[0, 0, 0].tolist() == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10]
+    deconv = to_keras(np.zeros((512, 17, 4, 4), np.float32), "deconv", (4, 4, 17, 512))
+    assert deconv.shape == (4, 4, 17, 512)
+
+
+def test_old_torchvision_key_names_are_read_under_todays():
+    state = normalize_keys({"backbone.fpn.inner_blocks.0.weight": 1, "rpn.head.conv.bias": 2,
+                            "backbone.fpn.layer_blocks.3.0.bias": 3})
+    assert list(state) == ["backbone.fpn.inner_blocks.0.0.weight", "rpn.head.conv.0.0.bias",
+                           "backbone.fpn.layer_blocks.3.0.bias"]
+
+
+def test_pickled_code_is_refused(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    torch.save({"conv1.weight": torch.zeros(1), "payload": Payload()}, tmp_path / "evil.pth")
+    assert cli.main(["convert", "--from", "torchvision", str(tmp_path / "evil.pth"),
+                     str(tmp_path / "out.weights.h5")]) == 1
+    assert "evil.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out.weights.h5").exists()
+
+
+# ------------------------------------------------------------------------ against torchvision
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    python = torchvision_python()
+    folder = tmp_path_factory.mktemp("torchvision")
+    proc = subprocess.run(
+        [python, str(HERE / "torchvision_reference.py"), str(folder), "--size", str(SIZE),
+         "--images", str(IMAGES), "--pre-nms", str(PRE_NMS), "--post-nms", str(POST_NMS),
+         "--detections", str(DETECTIONS), "--seed", "0"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(folder / "reference.npz") as z:
+        ref = {k: z[k] for k in z.files}
+    with np.load(folder / "images.npz") as z:
+        ref["images"] = z["images"]
+    ref["pth"] = folder / "model.pth"
+    ref["folder"] = folder
+    ref["python"] = python
+    return ref
+
+
+@pytest.fixture(scope="module")
+def converted(reference, tmp_path_factory):
+    """`mrcnn-kp convert --from torchvision` on the reference .pth, with the test's config."""
+    folder = tmp_path_factory.mktemp("converted")
+    small_config().to_json(folder / "config.json")
+    out = folder / "tv.weights.h5"
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = cli.main(["convert", "--from", "torchvision", str(reference["pth"]), str(out),
+                           "--config", str(folder / "config.json"), "--strict"])
+    assert status == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ours(reference, converted):
+    from mrcnn_kp.data.transforms import compose_image_meta
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+    from mrcnn_kp.weights import load_weights, read_config
+
+    config = read_config(converted[0])
+    model = build_inference_model(config, debug=True)
+    load_weights(model, converted[0])
+    shape = (SIZE, SIZE, 3)
+    metas = np.stack([compose_image_meta(i, shape, shape, (0, 0, SIZE, SIZE), 1.0,
+                                         np.ones(config.NUM_CLASSES)) for i in range(IMAGES)])
+    outputs = model.predict_on_batch({"input_image": reference["images"].astype(np.float32),
+                                      "input_image_meta": metas.astype(np.float32)})
+    return {"model": model, "config": config,
+            **{k: np.asarray(v) for k, v in outputs.items()}}
+
+
+def _match(ref_boxes, our_boxes):
+    """Index into our_boxes of the closest box to each reference box, and that distance
+    (max coordinate difference, pixels)."""
+    distance = np.abs(ref_boxes[:, None, :] - our_boxes[None, :, :]).max(-1)  # [R, O]
+    return distance.argmin(1), distance.min(1)
+
+
+@pytest.mark.tf_only
+def test_convert_reports_every_tensor(converted):
+    printed = converted[1]
+    assert "313 tensors loaded into 130 layers; 53 num_batches_tracked ignored; 0 tensors " \
+           "not used" in printed
+    assert "layers left at their initial values" not in printed
+
+
+@pytest.mark.tf_only
+def test_pyramid_equals_torchvisions(reference, ours):
+    assert tuple(reference["batch_shape"]) == (IMAGES, 3, SIZE, SIZE)  # no resize, no padding
+    for level in range(2, 7):
+        want, got = reference[f"P{level}"], ours[f"P{level}"]
+        assert got.shape == want.shape
+        relative = np.abs(got - want).max() / np.abs(want).max()
+        print(f"P{level} max relative error {relative:.2e}")
+        assert relative <= 1e-4, level
+
+
+@pytest.mark.tf_only
+def test_anchors_equal_torchvisions(reference, ours):
+    from mrcnn_kp.ops.anchors import generate_pyramid_anchors
+
+    np.testing.assert_allclose(generate_pyramid_anchors(ours["config"]), reference["anchors"],
+                               atol=1e-4)
+
+
+@pytest.mark.tf_only
+def test_proposals_equal_torchvisions(reference, ours):
+    for b in range(IMAGES):
+        count = int(reference["num_proposals"][b])
+        got = ours["rpn_rois"][b][ours["rpn_valid"][b]]
+        assert len(got) == count
+        index, distance = _match(reference["proposals"][b, :count], got)
+        print(f"image {b}: {count} proposals, max distance {distance.max():.2e} px")
+        assert len(set(index.tolist())) == count  # one to one
+        assert distance.max() <= 0.01
+
+
+def _matched_detections(reference, ours):
+    """Per image: (reference slots, our slots) of the same detections, checked one to one."""
+    pairs = []
+    for b in range(IMAGES):
+        count = int(reference["num_detections"][b])
+        assert int(ours["num_detections"][b]) == count
+        index, distance = _match(reference["boxes"][b, :count], ours["boxes"][b, :count])
+        assert len(set(index.tolist())) == count
+        assert distance.max() <= 0.5, distance
+        pairs.append((np.arange(count), index))
+    return pairs
+
+
+@pytest.mark.tf_only
+def test_detections_equal_torchvisions(reference, ours):
+    assert reference["num_detections"].tolist() == [DETECTIONS] * IMAGES  # non-trivial
+    for b, (theirs, mine) in enumerate(_matched_detections(reference, ours)):
+        box_error = np.abs(reference["boxes"][b, theirs] - ours["boxes"][b, mine]).max()
+        score_error = np.abs(reference["scores"][b, theirs] - ours["scores"][b, mine]).max()
+        print(f"image {b}: boxes within {box_error:.2e} px, scores within {score_error:.2e}")
+        assert box_error <= 0.5 and score_error <= 1e-4
+        assert (ours["class_ids"][b, mine] == reference["labels"][b, theirs]).all()
+
+
+@pytest.mark.tf_only
+def test_keypoints_equal_torchvisions(reference, ours):
+    """The keypoint logits equal torchvision's; decoded by torchvision's heatmaps_to_keypoints
+    they give its keypoints within 1 px. Our own decoder (mrcnn_kp.ops.keypoints, a window
+    around the 56 x 56 argmax) agrees wherever it finds torchvision's maximum; untrained heads
+    give flat maps with distant near-equal peaks, where it may not (the fraction is printed)."""
+    pairs = _matched_detections(reference, ours)
+    logits = np.concatenate([ours["keypoint_logits"][b, mine] for b, (_, mine) in
+                             enumerate(pairs)])  # [N, 56, 56, K] in the reference's order
+    boxes = np.concatenate([ours["boxes"][b, mine] for b, (_, mine) in enumerate(pairs)])
+    mine_kp = np.concatenate([ours["keypoints"][b, mine] for b, (_, mine) in enumerate(pairs)])
+    want_kp = np.concatenate([reference["keypoints"][b, t] for b, (t, _) in enumerate(pairs)])
+    want_scores = np.concatenate([reference["keypoints_scores"][b, t]
+                                  for b, (t, _) in enumerate(pairs)])
+    relative = np.abs(logits - reference["keypoint_logits"]).max() / \
+        np.abs(reference["keypoint_logits"]).max()
+    print(f"keypoint logits max relative error {relative:.2e}")
+    assert relative <= 1e-4
+
+    folder = reference["folder"]
+    np.savez(folder / "ours.npz", logits=logits.astype(np.float32),
+             boxes=boxes.astype(np.float32))
+    proc = subprocess.run([reference["python"], str(HERE / "torchvision_reference.py"),
+                           "--decode", str(folder / "ours.npz"), str(folder / "decoded.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(folder / "decoded.npz") as z:
+        decoded = z["keypoints"]
+    error = np.abs(decoded[..., :2] - want_kp[..., :2]).max(-1)  # [N, K]
+    print(f"torchvision's decoding of our heatmaps: max keypoint error {error.max():.2e} px")
+    assert error.max() <= 1.0
+
+    own = np.abs(mine_kp[..., :2] - want_kp[..., :2]).max(-1)
+    found = np.abs(mine_kp[..., 2] - want_scores) <= 1e-4  # ours reached torchvision's max
+    print(f"our decoder: {np.mean(own <= 1.0):.0%} of {own.size} joints within 1 px; "
+          f"{found.sum()} found torchvision's maximum")
+    assert (own[found] <= 1.0).all()
+    assert found.mean() >= 0.5
