@@ -7,9 +7,9 @@ tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp,
 The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
 (the uint8 images) and OUT_DIR/reference.npz: the pyramid P2..P6 (NHWC), the RPN proposals
 and the final detections (boxes, scores, labels, keypoints, keypoint scores), padded, with
-per-image counts, plus the anchors of image 0 and the keypoint logits of the detections. The second applies
-torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and `boxes` [N, 4] and
-writes `keypoints` [N, K, 3] and `scores` [N, K].
+per-image counts, plus the anchors of image 0 and the keypoint logits of the detections. The
+second applies torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and
+`boxes` [N, 4] and writes `keypoints` [N, K, 3] and `scores` [N, K].
 The weights are torchvision's own initialisation (weights=None, weights_backbone=None), with
 the batch-norm affine parameters and statistics and the RPN / predictor layers re-drawn from a
 seeded generator, so that every tensor the converter maps changes the outputs.
