@@ -291,9 +291,11 @@ class Config:
                 fail(f"{name} must hold {want} finite numbers, got {value}")
             if name != "MEAN_PIXEL" and any(v <= 0 for v in value):
                 fail(f"{name} must be positive, got {value}")
-        if self.PRE_NMS_LIMIT < self.POST_NMS_ROIS_INFERENCE:
-            fail(f"PRE_NMS_LIMIT ({self.PRE_NMS_LIMIT}) must be >= POST_NMS_ROIS_INFERENCE "
-                 f"({self.POST_NMS_ROIS_INFERENCE})")
+        # LAYOUT "torchvision" keeps PRE_NMS_LIMIT boxes per pyramid level
+        levels = len(self.BACKBONE_STRIDES) if self.LAYOUT == "torchvision" else 1
+        if self.PRE_NMS_LIMIT * levels < self.POST_NMS_ROIS_INFERENCE:
+            fail(f"PRE_NMS_LIMIT ({self.PRE_NMS_LIMIT}{' per level' if levels > 1 else ''}) "
+                 f"must be >= POST_NMS_ROIS_INFERENCE ({self.POST_NMS_ROIS_INFERENCE})")
         if self.DETECTION_MAX_INSTANCES > self.POST_NMS_ROIS_INFERENCE:
             fail(f"DETECTION_MAX_INSTANCES ({self.DETECTION_MAX_INSTANCES}) cannot exceed "
                  f"POST_NMS_ROIS_INFERENCE ({self.POST_NMS_ROIS_INFERENCE})")

@@ -285,3 +285,28 @@ def test_stage_regex_selects_stride_levels():
 def test_unknown_backbone_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown BACKBONE 'vgg16'"):
         bb.build_backbone(keras.Input((64, 64, 3)), types.SimpleNamespace(BACKBONE="vgg16"))
+
+
+def test_torchvision_layout_resnet_is_v1_5_without_biases():
+    """LAYOUT "torchvision": stride on the 3x3 (padded 1 on both sides, then valid), no conv
+    bias, batch-norm eps 1e-5, max-pool padded 1 on both sides; same names and tap shapes."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64,
+                                       IMAGE_RESIZE_MAX_SIDE=64)
+    model = bb.build_backbone_model(config)
+    shapes = weighted_layers(model)
+    assert shapes["conv1"] == [(7, 7, 3, 64)]  # no bias
+    assert shapes["res3a_branch2b"] == [(3, 3, 128, 128)]
+    assert model.get_layer("res3a_branch2a").strides == (1, 1)
+    assert model.get_layer("res3a_branch2b").strides == (2, 2)
+    assert model.get_layer("res3a_branch2b").padding == "valid"
+    assert model.get_layer("res3a_branch2b_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("res3a_branch1").strides == (2, 2)
+    assert model.get_layer("pool1_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("bn_conv1").epsilon == 1e-5
+    expected = matterport_resnet50_weights()
+    assert set(shapes) == set(expected)
+    assert all(shapes[name] == expected[name][:1] for name in shapes if name.startswith("res"))
+    images = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    assert [f.shape[1] for f in predict(model, images)] == [16, 8, 4, 2]

@@ -164,3 +164,26 @@ def test_matterport_mode_equals_matterports_refine_detections():
     assert class_ids[0].tolist().count(1) > 0 and class_ids[0].tolist().count(2) > 0
     hit = np.all(np.abs(boxes[0, :int(count[0])] - [32, 0, 33, 1]) < 1e-3, axis=-1)
     assert hit.sum() >= 1  # detected padding rows: zero-size boxes at the window's corner
+
+
+
+def test_torchvision_layout_filters_like_torchvision():
+    """LAYOUT "torchvision": score strictly above DETECTION_MIN_CONFIDENCE, sides >= 1e-2."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=128, IMAGE_MIN_DIM=128,
+                                       IMAGE_RESIZE_MAX_SIDE=128, POST_NMS_ROIS_INFERENCE=8,
+                                       DETECTION_MAX_INSTANCES=4, DETECTION_MIN_CONFIDENCE=0.5)
+    no_delta = np.zeros((2, 4))
+    rows = [
+        ([20, 20, 60, 60], True, [0.4, 0.6], no_delta),  # kept
+        ([70, 20, 90, 60], True, [0.5, 0.5], no_delta),  # score == threshold: dropped
+        ([20, 70, 20.005, 90], True, [0.1, 0.9], no_delta),  # 0.005 px wide: dropped
+        ([20, 100, 20.02, 120], True, [0.2, 0.8], no_delta),  # 0.02 px wide: kept
+    ]
+    meta = image_meta(config, window=(0, 0, 128, 128))[None]
+    boxes, class_ids, scores, count = numpy_outputs(
+        DetectionLayer(config)(*head_outputs(config, rows), meta))
+    assert count.tolist() == [2]
+    np.testing.assert_allclose(scores[0, :2], [0.8, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(boxes[0, 0], [20, 100, 20.02, 120], atol=1e-4)

@@ -134,3 +134,33 @@ def test_matterport_mode_equals_matterports_proposal_layer():
     assert diff < 2e-4, diff
     np.testing.assert_array_equal(rois[~valid], np.tile([0.0, 0.0, 1.0, 1.0], ((~valid).sum(), 1)))
     assert np.all(scores[valid] > 0) and np.all(np.diff(scores, axis=1) <= 0)
+
+
+
+def test_torchvision_layout_keeps_the_best_per_level_and_runs_nms_within_levels():
+    """config.LAYOUT "torchvision": top PRE_NMS_LIMIT per level, boxes under 1e-3 px dropped,
+    NMS only between boxes of one level (torchvision's filter_proposals)."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=128, IMAGE_MIN_DIM=128,
+                                       IMAGE_RESIZE_MAX_SIDE=128, PRE_NMS_LIMIT=3,
+                                       POST_NMS_ROIS_INFERENCE=8, DETECTION_MAX_INSTANCES=8)
+    anchors = generate_pyramid_anchors(config)
+    fg = np.full((1, config.NUM_ANCHORS), 0.1, np.float32)
+    deltas = np.zeros((1, config.NUM_ANCHORS, 4), np.float32)
+    best = anchor_row(config, 2, 8, 8, 1)  # 32 x 32 at (32, 32)
+    neighbour = anchor_row(config, 2, 8, 9, 1)  # 4 px to the right: IoU 0.78 with best
+    tiny = anchor_row(config, 2, 4, 4, 1)  # shrunk below 1e-3 px by its deltas
+    other_level = anchor_row(config, 3, 4, 4, 1)  # 64 x 64 at (32, 32), shrunk onto best
+    fg[0, [tiny, best, other_level, neighbour]] = [0.95, 0.9, 0.85, 0.8]
+    deltas[0, tiny, 2:] = -20.0
+    deltas[0, other_level, 2:] = np.log(0.5)  # RPN_BBOX_STD_DEV is 1: plain log-scales
+    probs = np.stack([1 - fg, fg], -1)
+    layer = ProposalLayer(config, 8)
+    assert layer.pre_nms_limit == 3 * 5  # per level
+    rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in layer(probs, deltas)]
+    np.testing.assert_allclose(scores[0, :2], [0.9, 0.85], rtol=1e-6)
+    np.testing.assert_allclose(rois[0, 0], anchors[best], atol=1e-4)
+    np.testing.assert_allclose(rois[0, 1], anchors[best], atol=1e-4)  # same box, other level
+    assert not np.any(np.isclose(scores[0], 0.95)) and not np.any(np.isclose(scores[0], 0.8))
+    assert valid[0].sum() == 8 and np.all(np.diff(scores[0]) <= 0)

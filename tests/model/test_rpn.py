@@ -56,3 +56,28 @@ def test_row_of_a_feature_cell_is_the_row_of_its_anchor():
     anchors = generate_pyramid_anchors(config)[lit]
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     np.testing.assert_allclose(centres, [[3 * 16, 2 * 16]] * 3, atol=1e-4)  # (x, y) * stride
+
+
+def test_torchvision_layout_gives_its_sigmoid_as_two_way_softmax():
+    """LAYOUT "torchvision": a pyramid-wide shared conv and one logit l per anchor, given out as
+    the logits (0, l), whose softmax column 1 is sigmoid(l); rows in the anchor order."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64,
+                                       IMAGE_RESIZE_MAX_SIDE=64, TOP_DOWN_PYRAMID_SIZE=8)
+    model = rpn_model(config, 8)
+    assert tuple(model.get_layer("rpn_conv_shared").kernel.shape) == (3, 3, 8, 8)
+    assert tuple(model.get_layer("rpn_class_raw").kernel.shape) == (1, 1, 8, 3)
+    rng = np.random.default_rng(0)
+    pyramid = [rng.normal(size=(1,) + tuple(t.shape[1:])).astype("float32")
+               for t in model.inputs]
+    logits, probs, deltas = [np.asarray(o) for o in model.predict_on_batch(pyramid)]
+    assert logits.shape == (1, config.NUM_ANCHORS, 2)
+    assert deltas.shape == (1, config.NUM_ANCHORS, 4)
+    np.testing.assert_array_equal(logits[..., 0], 0.0)
+    np.testing.assert_allclose(probs[..., 1], 1 / (1 + np.exp(-logits[..., 1])), rtol=1e-5,
+                               atol=1e-7)
+    raw = keras.Model(model.inputs, model.get_layer("rpn_class_raw").output)
+    first = np.asarray(raw.predict_on_batch(pyramid))  # P2's [1, 16, 16, 3]
+    np.testing.assert_allclose(logits[0, :3, 1], first[0, 0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits[0, 3:6, 1], first[0, 0, 1], rtol=1e-5, atol=1e-6)

@@ -63,3 +63,20 @@ def test_result_is_cached_and_read_only():
     assert anchors.generate_pyramid_anchors(TinyConfig()) is first
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0] = 1.0
+
+
+def test_torchvision_layout_rounds_base_anchors_in_its_order():
+    """torchvision's AnchorGenerator cell anchors for size 32, aspect ratios (h / w) 0.5, 1, 2:
+    [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]], at (x, y) * stride."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=128, IMAGE_MIN_DIM=128,
+                                       IMAGE_RESIZE_MAX_SIDE=128)
+    boxes = anchors.generate_pyramid_anchors(config)
+    np.testing.assert_array_equal(boxes[:3], [[-23, -11, 23, 11], [-16, -16, 16, 16],
+                                                [-11, -23, 11, 23]])
+    cell_1_1 = boxes[3 * (32 + 1)]  # row 1, column 1 of P2 (32 x 32 cells, stride 4)
+    np.testing.assert_array_equal(cell_1_1, [4 - 23, 4 - 11, 4 + 23, 4 + 11])
+    p6 = boxes[-3:]  # last cell of P6 (2 x 2 at stride 64), size 512
+    np.testing.assert_array_equal(p6[1], [64 - 256, 64 - 256, 64 + 256, 64 + 256])
+    np.testing.assert_array_equal(p6[0], [64 - 362, 64 - 181, 64 + 362, 64 + 181])
