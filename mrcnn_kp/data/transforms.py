@@ -65,8 +65,18 @@ def parse_image_meta(meta):
 # ------------------------------------------------------------------ scale and placement
 def compute_scale(height, width, config):
     """matterport's "square" scale: upscale so the short side reaches IMAGE_MIN_DIM, at least
-    IMAGE_MIN_SCALE, then cap so that the long side (rounded) fits IMAGE_MAX_DIM."""
+    IMAGE_MIN_SCALE, then cap so that the long side (rounded) fits IMAGE_MAX_DIM.
+
+    IMAGE_RESIZE_MODE "torchvision" (GeneralizedRCNNTransform): up or down to
+    min(IMAGE_MIN_DIM / short side, IMAGE_RESIZE_MAX_SIDE / long side) (0 means IMAGE_MAX_DIM).
+    """
     min_dim, max_dim = config.IMAGE_MIN_DIM, config.IMAGE_MAX_DIM
+    if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
+        max_side = getattr(config, "IMAGE_RESIZE_MAX_SIDE", 0) or max_dim
+        scale = min(min_dim / min(height, width), max_side / max(height, width))
+        if round(max(height, width) * scale) > max_dim:
+            scale = max_dim / max(height, width)
+        return float(scale)
     scale = 1.0
     if min_dim:
         scale = max(1.0, min_dim / min(height, width))
@@ -75,6 +85,11 @@ def compute_scale(height, width, config):
     if max_dim and round(max(height, width) * scale) > max_dim:
         scale = max_dim / max(height, width)
     return float(scale)
+
+
+def top_left_padding(resized_height, resized_width, side):
+    """torchvision's batch padding: the image at the top-left corner, padded bottom / right."""
+    return [(0, side - resized_height), (0, side - resized_width), (0, 0)]
 
 
 def centred_padding(resized_height, resized_width, side):
@@ -128,15 +143,17 @@ def _resize_uint8(image, height, width, method):
     return np.stack(planes, axis=-1)
 
 
-def place_image(image, scale, padding, side, method="pil"):
-    """Resize uint8 [H, W, C] by scale and put it into a zero side x side canvas at padding.
+def place_image(image, scale, padding, side, method="pil", fill=0):
+    """Resize uint8 [H, W, C] by scale and put it into a side x side canvas at padding.
 
-    Returns uint8 [side, side, C]. Negative padding crops (scale jitter).
+    Returns uint8 [side, side, C]. Negative padding crops (scale jitter). fill: the padding
+    value (a number or one per channel).
     """
     height, width = image.shape[:2]
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
     resized = _resize_uint8(image, new_h, new_w, method)  # [new_h, new_w, C]
     canvas = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
+    canvas[...] = np.asarray(fill, dtype=np.float64).round().astype(np.uint8)
     top, left = padding[0][0], padding[1][0]
     y1, x1, y2, x2 = window_from_padding(new_h, new_w, padding, side)
     canvas[y1:y2, x1:x2] = resized[y1 - top:y2 - top, x1 - left:x2 - left]
@@ -144,7 +161,8 @@ def place_image(image, scale, padding, side, method="pil"):
 
 
 def resize_image(image, config, method="pil"):
-    """matterport's "square" mode: returns (image, window, scale, padding).
+    """matterport's "square" mode (or torchvision's, see compute_scale): returns (image,
+    window, scale, padding).
 
     image: uint8 [H, W, 3] -> uint8 [IMAGE_MAX_DIM, IMAGE_MAX_DIM, 3] (bilinear, zero padding,
     centred); window (y1, x1, y2, x2) of the image in the canvas; scale (float); padding
@@ -157,9 +175,17 @@ def resize_image(image, config, method="pil"):
     side = config.IMAGE_MAX_DIM
     scale = compute_scale(height, width, config)
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
-    padding = centred_padding(new_h, new_w, side)
+    fill = 0
+    if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
+        # top-left, and padded with the mean pixel: (nearly) 0 after normalisation, like
+        # torchvision's zero padding of the normalised batch
+        padding = top_left_padding(new_h, new_w, side)
+        fill = config.MEAN_PIXEL
+    else:
+        padding = centred_padding(new_h, new_w, side)
     window = window_from_padding(new_h, new_w, padding, side)
-    return place_image(image, scale, padding, side, method), window, scale, padding
+    return (place_image(image, scale, padding, side, method, fill=fill), window, scale,
+            padding)
 
 
 # ------------------------------------------------------------------ boxes, keypoints, masks

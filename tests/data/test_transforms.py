@@ -174,3 +174,25 @@ def test_random_scale_factor_stays_in_range_and_is_off_by_default():
     factors = np.array([transforms.random_scale_factor(config, rng) for _ in range(400)])
     assert factors.min() >= 0.5 and factors.max() <= 2.0
     assert 0.4 < (factors < 1.0).mean() < 0.6  # log-uniform: as many shrinks as zooms
+
+
+@pytest.mark.parametrize("shape, scale, resized", [
+    ((480, 640, 3), 800 / 480, (800, 1067)),  # short side to 800
+    ((400, 1200, 3), 1333 / 1200, (444, 1333)),  # long side capped at 1333
+    ((1600, 1000, 3), 800 / 1000, (1280, 800)),  # shrinks too (matterport's square does not)
+])
+def test_torchvision_resize_mode(shape, scale, resized):
+    """IMAGE_RESIZE_MODE "torchvision": min(800 / short, 1333 / long), top-left, mean padding."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig()
+    image = np.full(shape, 200, np.uint8)
+    molded, window, got_scale, padding = transforms.resize_image(image, config)
+    assert got_scale == pytest.approx(scale)
+    assert molded.shape == (1344, 1344, 3)
+    assert window == (0, 0) + resized and padding[0][0] == 0 and padding[1][0] == 0
+    assert (molded[:resized[0], :resized[1]] == 200).all()
+    np.testing.assert_array_equal(molded[-1, -1], [124, 116, 104])  # round(MEAN_PIXEL)
+    boxes = transforms.resize_boxes(np.array([[10.0, 20.0, 30.0, 40.0]]), got_scale, padding)
+    np.testing.assert_allclose(boxes, [[10 * scale, 20 * scale, 30 * scale, 40 * scale]],
+                               rtol=1e-5)
