@@ -12,6 +12,7 @@ min_size = max_size = 320) with the same limits (500 pre-NMS per level, 300 prop
 detections). TensorFlow only (ResNet-50 twice in one test is the budget); the layout's ops run
 on JAX in tests/model/test_torchvision_layout.py.
 """
+import json
 import os
 import subprocess
 import tempfile
@@ -270,3 +271,30 @@ def test_keypoints_equal_torchvisions(reference, ours):
           f"{found.sum()} found torchvision's maximum")
     assert (own[found] <= 1.0).all()
     assert found.mean() >= 0.5
+
+
+@pytest.mark.tf_only
+def test_predict_command_with_converted_weights_gives_torchvisions_detections(
+        reference, converted, tmp_path):
+    """`mrcnn-kp predict --weights converted.weights.h5` (the config travels in the file; its
+    IMAGE_RESIZE_MODE is torchvision's): the same people as torchvision, in image pixels."""
+    from PIL import Image
+
+    paths = []
+    for i, image in enumerate(reference["images"]):
+        paths.append(tmp_path / f"image{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    out = tmp_path / "predictions"
+    assert cli.main(["predict", *map(str, paths), "--weights", str(converted[0]), "--output",
+                     str(out), "--no-pictures"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    for b in range(IMAGES):
+        mine = [r for r in records if r["image_id"] == b + 1]
+        count = int(reference["num_detections"][b])
+        assert len(mine) == count
+        x, y, w, h = np.array([r["bbox"] for r in mine], np.float32).T
+        boxes = np.stack([x, y, x + w, y + h], -1)
+        index, distance = _match(reference["boxes"][b, :count], boxes)
+        assert distance.max() <= 0.5
+        scores = np.array([r["score"] for r in mine])[index]
+        np.testing.assert_allclose(scores, reference["scores"][b, :count], atol=1e-4)
