@@ -5,16 +5,19 @@ The equivalence tests run torchvision's keypointrcnn_resnet50_fpn with seeded ra
 torchvision venv of ../shared/peers/setup_torchvision.sh, through a subprocess
 (tests/torchvision_reference.py) that exchanges a .pth and .npz files: torchvision never runs
 in this process, so the package and its test extra stay TensorFlow-only. The venv's python is
-$PEERS_TV_PYTHON, else <tmp>/peers/tv/bin/python; without it these tests skip, and fail under
-CI=true (.ci/run builds the venv). The .pth goes through `mrcnn-kp convert --from torchvision`,
-then our model runs on the same two 320 x 320 images (no resizing or padding on either side:
-min_size = max_size = 320) with the same limits (500 pre-NMS per level, 300 proposals, 8
-detections). TensorFlow only (ResNet-50 twice in one test is the budget); the layout's ops run
-on JAX in tests/model/test_torchvision_layout.py.
+$PEERS_TV_PYTHON, else <tmp>/peers/tv/bin/python, else this python when it has torchvision (the
+`torchvision` extra); without one these tests skip, and fail under CI=true (.ci/run builds the
+venv). The .pth goes through `mrcnn-kp convert --from torchvision`, then our model runs on the
+same two 320 x 320 images (no resizing or padding on either side: min_size = max_size = 320)
+with the same limits (500 pre-NMS per level, 300 proposals, 8 detections). TensorFlow only
+(ResNet-50 twice is the budget); the layout's pieces also run on JAX in tests/ops/test_anchors.py
+and tests/model/test_{backbone,rpn,proposals,detection}.py.
 """
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,8 +38,13 @@ SIZE, IMAGES, PRE_NMS, POST_NMS, DETECTIONS = 320, 2, 500, 300, 8
 
 
 def torchvision_python():
+    """$PEERS_TV_PYTHON, else the peers venv's python, else this python if it has torchvision
+    (`pip install -e ".[test,torchvision]"` where torchvision's wheel runs)."""
     path = os.environ.get("PEERS_TV_PYTHON") or os.path.join(tempfile.gettempdir(), "peers",
                                                              "tv", "bin", "python")
+    if not os.path.exists(path) and "PEERS_TV_PYTHON" not in os.environ \
+            and importlib.util.find_spec("torchvision") is not None:
+        path = sys.executable
     if not os.path.exists(path):
         message = (f"torchvision venv not found ({path}): run "
                    f"`bash ../shared/peers/setup_torchvision.sh` or set PEERS_TV_PYTHON")
