@@ -113,6 +113,13 @@ def compute_scale(height, width, config, dtype="float64"):
     tf = _tf()
     h = tf.cast(height, dtype)
     w = tf.cast(width, dtype)
+    if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
+        max_side = getattr(config, "IMAGE_RESIZE_MAX_SIDE", 0) or config.IMAGE_MAX_DIM
+        scale = tf.minimum(float(config.IMAGE_MIN_DIM) / tf.minimum(h, w),
+                           float(max_side) / tf.maximum(h, w))
+        longest = tf.maximum(h, w)
+        return tf.where(tf.round(longest * scale) > config.IMAGE_MAX_DIM,
+                        float(config.IMAGE_MAX_DIM) / longest, scale)
     scale = tf.ones([], dtype)
     if config.IMAGE_MIN_DIM:
         scale = tf.maximum(float(config.IMAGE_MIN_DIM) / tf.minimum(h, w), 1.0)
@@ -142,10 +149,15 @@ def mold_image(image, config, exact=True):
     new_w = tf.cast(tf.round(tf.cast(width, dtype) * scale), tf.int32)
     # Same size gives identity weights, so no branch is needed for unscaled images.
     resized = resize_bilinear_like_pillow(image, new_h, new_w, exact)  # uint8 [new_h, new_w, 3]
-    top = (side - new_h) // 2
-    left = (side - new_w) // 2
-    molded = tf.pad(tf.cast(resized, tf.float32),
-                    [[top, side - new_h - top], [left, side - new_w - left], [0, 0]])
+    fill = tf.zeros([3], tf.float32)
+    if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":  # as transforms
+        top = left = tf.zeros([], tf.int32)
+        fill = tf.constant([float(round(v)) for v in config.MEAN_PIXEL], tf.float32)
+    else:
+        top = (side - new_h) // 2
+        left = (side - new_w) // 2
+    molded = tf.pad(tf.cast(resized, tf.float32) - fill,
+                    [[top, side - new_h - top], [left, side - new_w - left], [0, 0]]) + fill
     molded = tf.reshape(molded, (side, side, 3))  # [S, S, 3], static
     window = tf.stack([top, left, top + new_h, left + new_w])  # [4] int32
     scale32 = tf.cast(scale, tf.float32)

@@ -321,3 +321,19 @@ def test_real_model_onnx_matches_the_predictor(tmp_path, real_model):
     out = export.run_onnx(export.export_onnx(model, config, tmp_path / "tiny.onnx"), image)
     assert_matches_predictor(out, predictor_result(model, config, image), box_atol=0.05,
                              score_atol=1e-4)
+
+
+@pytest.mark.parametrize("height, width", [(480, 640), (400, 1200), (1600, 1000), (64, 48)])
+def test_mold_image_follows_the_torchvision_resize_mode(height, width):
+    """TorchvisionKeypointConfig: the exported molding equals transforms.resize_image's
+    (top-left, mean padding, min(800 / short, 1333 / long))."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+    from mrcnn_kp.data import transforms
+
+    config = TorchvisionKeypointConfig()
+    image = image_of(height, width)
+    molded, _, window, scale = export.mold_image(tf.constant(image), config)
+    want, want_window, want_scale, _ = transforms.resize_image(image, config)
+    assert tuple(window.numpy()) == tuple(want_window)
+    assert scale.numpy() == np.float32(want_scale)
+    np.testing.assert_array_equal(molded.numpy(), want.astype(np.float32))
