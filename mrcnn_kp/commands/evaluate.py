@@ -89,6 +89,11 @@ def run(args):
         predictor, config, _ = load_model(args)
     except model_errors() as exc:
         return report_error("evaluate", exc)
+    if "segm" in iou_types and not config.USE_MASK_HEAD:  # e.g. --config torchvision
+        iou_types = [t for t in iou_types if t != "segm"]
+        print("segm skipped: the model has no mask head (USE_MASK_HEAD is False)")
+        if not iou_types:
+            return report_error("evaluate", "--iou-types segm needs a model with a mask head")
     on_result = _picture_writer(coco, Path(args.output) / "pictures", args.pictures) \
         if args.pictures else None
     try:

@@ -274,3 +274,19 @@ def test_weights_file_brings_its_config(tmp_path, standin, capsys):
     config, weights = standin[0]
     assert weights == str(path) and config.NAME == "tiny"
     assert config.DETECTION_MIN_CONFIDENCE == 0.4 and config.BATCH_SIZE == 1
+
+
+def test_evaluate_skips_segm_for_a_model_without_mask_head(coco_mini, tmp_path, standin,
+                                                            capsys):
+    """--config torchvision (torchvision's keypoint R-CNN has no mask head): the default
+    --iou-types keypoints,bbox,segm evaluates keypoints and bbox and says why segm is not."""
+    ann, _ = coco_mini
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", "--dataset", str(ann), "--limit", "1", "--weights", "none",
+                     "--config", "torchvision", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "segm skipped: the model has no mask head" in captured.out
+    assert sorted(json.loads((out / "metrics.json").read_text())["summary"]) == [
+        "bbox", "keypoints"]
+    assert standin[0][0].LAYOUT == "torchvision"
