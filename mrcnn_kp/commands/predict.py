@@ -31,8 +31,8 @@ class CommandError(Exception):
 def add_model_arguments(parser):
     parser.add_argument("--weights", default="last", help=WEIGHTS_HELP + " (default: last)")
     parser.add_argument("--config", default=None,
-                        help="a preset (default, tiny, cpu_demo) or a config .json; default: "
-                             "the config saved with the weights, else 'default'")
+                        help="a preset (default, tiny, cpu_demo, torchvision, ...) or a config "
+                             ".json; default: the config saved with the weights, else 'default'")
     parser.add_argument("--logs", default="logs",
                         help="directory of training runs, searched by --weights last "
                              "(default: logs)")
