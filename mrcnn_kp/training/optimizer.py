@@ -15,6 +15,7 @@ and the inner SGD's own all-reduce then sees the clipped total.
 import keras
 from keras import ops
 
+from mrcnn_kp.config import OPTIMIZERS
 from mrcnn_kp.training.schedules import build_schedule
 
 # Optimizer names are part of the checkpoint format (optimizer variable paths start with them).
@@ -131,7 +132,6 @@ def decayed_variables(variables):
     return [v for v in variables if v.name in DECAYED_VARIABLE_NAMES]
 
 
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, trainable_variables):
@@ -140,11 +140,11 @@ def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, traina
 
     learning_rate: peak rate; warm-up, decay and the rest come from config (LEARNING_MOMENTUM,
     WEIGHT_DECAY, LR_SCHEDULE, LR_WARMUP_STEPS, LR_STEP_*, GRADIENT_CLIP_NORM, MIXED_PRECISION).
-    SGD with momentum (matterport) unless the config has OPTIMIZER = "adamw" (beta_1 =
+    SGD with momentum (matterport) unless config.OPTIMIZER is "adamw" (beta_1 =
     LEARNING_MOMENTUM, decoupled weight decay): it learns much faster from scratch on a CPU.
     """
     schedule = build_schedule(config, learning_rate, steps_per_epoch, total_epochs)
-    kind = str(getattr(config, "OPTIMIZER", "sgd")).lower()
+    kind = str(config.OPTIMIZER).lower()
     if kind == "sgd":
         sgd = keras.optimizers.SGD(learning_rate=schedule, momentum=config.LEARNING_MOMENTUM,
                                    weight_decay=config.WEIGHT_DECAY or None, name=INNER_NAME)

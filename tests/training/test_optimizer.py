@@ -110,7 +110,7 @@ def test_mixed_float16_uses_dynamic_loss_scaling():
 
 
 class AdamWConfig(TinyConfig):
-    OPTIMIZER = "adamw"  # opt-in; not (yet) an attribute of the base Config
+    OPTIMIZER = "adamw"
 
 
 def test_adamw_option_skips_nan_and_its_moments_round_trip_through_the_state():
@@ -137,9 +137,15 @@ def test_adamw_option_skips_nan_and_its_moments_round_trip_through_the_state():
     assert int(fresh.iterations) == 1
 
 
-def test_unknown_optimizer_is_refused():
+def test_unknown_optimizer_is_refused_by_the_config_and_by_build_optimizer():
+    from mrcnn_kp.config import ConfigError
+
     class Odd(TinyConfig):
         OPTIMIZER = "rmsprop"
 
+    with pytest.raises(ConfigError, match="unknown OPTIMIZER 'rmsprop'; choose one of sgd, adamw"):
+        Odd()
+    config = TinyConfig()
+    config.OPTIMIZER = "rmsprop"  # edited after validation
     with pytest.raises(ValueError, match="OPTIMIZER must be one of sgd, adamw"):
-        build_optimizer(Odd(), 0.1, 10, 1, dense_model().trainable_variables)
+        build_optimizer(config, 0.1, 10, 1, dense_model().trainable_variables)
