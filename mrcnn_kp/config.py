@@ -243,6 +243,13 @@ class Config:
             if getattr(self, name) not in choices:
                 fail(f"unknown {name} {getattr(self, name)!r}; choose one of "
                      f"{', '.join(choices)}")
+        if self.PROPOSAL_MODE != self.DETECTION_MODE:
+            fail(f"PROPOSAL_MODE ({self.PROPOSAL_MODE!r}) and DETECTION_MODE "
+                 f"({self.DETECTION_MODE!r}) must be the same: the ROIs pass between them in "
+                 f"those coordinates")
+        if self.PROPOSAL_MODE == "matterport" and self.ROI_ALIGN_MODE != "crop_and_resize":
+            fail(f"PROPOSAL_MODE 'matterport' keeps matterport's normalised boxes, which only "
+                 f"ROI_ALIGN_MODE 'crop_and_resize' pools; got {self.ROI_ALIGN_MODE!r}")
         if self.IMAGE_NORMALIZATION == "matterport" and tuple(self.PIXEL_STD) != (1.0,) * len(
                 tuple(self.PIXEL_STD)):
             fail(f"IMAGE_NORMALIZATION 'matterport' subtracts MEAN_PIXEL only; PIXEL_STD must be "

@@ -18,6 +18,12 @@ Coordinates are continuous (a pixel's centre at i + 0.5), like the model's.
 Masks: the model's 28x28 probability covers the detection box; it is resampled bilinearly at
 the centre of every original pixel inside the box (cell centres at (j + 0.5) / 28 of the box,
 values clamped at the border cells) and thresholded at 0.5.
+
+With config.UNMOLD_MODE "matterport" (MatterportConfig) the results are matterport's
+unmold_detections instead (`unmold_detections_matterport`): boxes normalised, shifted and
+scaled by the normalised window and rounded to whole original pixels, zero-area boxes dropped,
+and each 28x28 mask resized to its integer box with skimage and pasted (utils.unmold_mask);
+config.IMAGE_RESIZE_METHOD "matterport" molds with matterport's skimage resize.
 """
 import warnings
 from pathlib import Path
@@ -150,6 +156,74 @@ def _sampling_matrix(start, end, limit, cells):
     return first, weights
 
 
+def unmold_mask_matterport(mask_prob, box, image_shape, threshold=MASK_THRESHOLD):
+    """matterport utils.unmold_mask: [m, m] probability, integer box (x1, y1, x2, y2) ->
+    bool [H, W]: the mask resized to the box with skimage (bilinear, zero outside, no
+    anti-aliasing), >= threshold, pasted into an empty image."""
+    import skimage.transform
+
+    x1, y1, x2, y2 = (int(v) for v in box)
+    resized = skimage.transform.resize(
+        np.asarray(mask_prob, np.float32), (y2 - y1, x2 - x1), order=1, mode="constant", cval=0,
+        clip=True, preserve_range=False, anti_aliasing=False)
+    full = np.zeros(tuple(int(v) for v in image_shape[:2]), bool)
+    full[y1:y2, x1:x2] = resized >= threshold
+    return full
+
+
+def unmold_detections_matterport(outputs, image_shape, window, molded_shape, scale):
+    """matterport's unmold_detections for one image's model outputs -> a result dict.
+
+    outputs: as unmold_detections (boxes [D, 4] pixel (x1, y1, x2, y2) of the molded image),
+    plus normalized_boxes [D, 4] (matterport's (y1, x1, y2, x2), the model's output in the
+    matterport modes), used when present. The detections end at the first class 0; boxes are
+    normalised (matterport's norm_boxes),
+    shifted and scaled by the normalised window, then `np.around(b * (h-1, w-1) + (0, 0, 1, 1))`
+    in original pixels; boxes of area <= 0 are dropped. rois stay (x1, y1, x2, y2) (our
+    contract; matterport's are (y1, x1, y2, x2)), float32 holding whole numbers. Keypoints
+    (not in matterport) are unmolded as unmold_detections does, with `scale`.
+    """
+    from mrcnn_kp.data import transforms
+    from mrcnn_kp.ops import matterport as matterport_ops
+
+    height, width = int(image_shape[0]), int(image_shape[1])
+    class_ids = np.asarray(outputs["class_ids"]).astype(np.int32).reshape(-1)  # [D]
+    zeros = np.flatnonzero(class_ids == 0)
+    count = int(zeros[0]) if len(zeros) else len(class_ids)
+    if outputs.get("normalized_boxes") is not None:  # the model's own (y1, x1, y2, x2)
+        boxes = np.asarray(outputs["normalized_boxes"], np.float32)[:count]
+    else:  # pixels back to normalised (within a float32 ulp)
+        xyxy = np.asarray(outputs["boxes"], np.float32)[:count]
+        mh, mw = float(molded_shape[0]), float(molded_shape[1])
+        norm = np.array([mh - 1, mw - 1, mh - 1, mw - 1], np.float32)
+        boxes = (xyxy[:, [1, 0, 3, 2]] - np.array([0, 0, 1, 1], np.float32)) / norm
+    wy1, wx1, wy2, wx2 = matterport_ops.norm_boxes_numpy(window, molded_shape[:2])
+    shift = np.array([wy1, wx1, wy1, wx1])
+    wh, ww = wy2 - wy1, wx2 - wx1
+    boxes = np.divide(boxes - shift, np.array([wh, ww, wh, ww]))
+    boxes = matterport_ops.denorm_boxes_numpy(boxes, (height, width))  # int32 (y1, x1, y2, x2)
+    keep = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)
+    boxes = boxes[keep][:, [1, 0, 3, 2]]  # (x1, y1, x2, y2)
+    result = {
+        "rois": boxes.astype(np.float32),
+        "class_ids": class_ids[keep],
+        "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
+    }
+    if outputs.get("keypoints") is not None:
+        keypoints = transforms.unmold_keypoints(np.asarray(outputs["keypoints"])[keep], window,
+                                                scale)
+        keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
+        keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
+        result["keypoints"] = keypoints.astype(np.float32)
+    if outputs.get("masks") is not None:
+        probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
+        masks = np.zeros((height, width, len(keep)), bool)
+        for i, (prob, box) in enumerate(zip(probs, boxes)):
+            masks[:, :, i] = unmold_mask_matterport(prob, box, (height, width))
+        result["masks"] = masks
+    return result
+
+
 def unmold_detections(outputs, image_shape, window, scale):
     """One image's model outputs (molded pixels) -> a result dict in original pixels.
 
@@ -246,7 +320,8 @@ class Predictor:
         config = self.config
         molded, metas, windows, scales = [], [], [], []
         for image in images:
-            resized, window, scale, _ = transforms.resize_image(image, config)
+            resized, window, scale, _ = transforms.resize_image(
+                image, config, method=getattr(config, "IMAGE_RESIZE_METHOD", "pil"))
             molded.append(resized.astype(np.float32))
             metas.append(transforms.compose_image_meta(
                 0, image.shape, resized.shape, window, scale,
@@ -275,9 +350,14 @@ class Predictor:
         outputs = self.model.predict_on_batch({"input_image": molded, "input_image_meta": metas})
         outputs = {name: np.asarray(value) for name, value in outputs.items()}
         results = []
+        matterport = getattr(self.config, "UNMOLD_MODE", "continuous") == "matterport"
         for i, image in enumerate(images):
             one = {name: value[i] for name, value in outputs.items()}
-            results.append(unmold_detections(one, image.shape, windows[i], scales[i]))
+            if matterport:
+                results.append(unmold_detections_matterport(
+                    one, image.shape, windows[i], self.config.IMAGE_SHAPE, scales[i]))
+            else:
+                results.append(unmold_detections(one, image.shape, windows[i], scales[i]))
         return results
 
 

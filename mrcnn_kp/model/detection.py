@@ -14,10 +14,13 @@ DetectionLayer (per image, batched, static shapes; matterport's DetectionLayer i
 With config.DETECTION_MODE "matterport" it is matterport's refine_detections instead: the
 argmax runs over every class, background included, and a ROI is kept when its class is not
 background and its score >= DETECTION_MIN_CONFIDENCE (padding ROIs and empty boxes are not
-dropped, as in matterport); the ROIs are refined and clipped to the normalised window in
-matterport's normalised (y1, x1, y2, x2) coordinates (ops.matterport, no log-scale cap) and
-come back as unrounded pixels. NMS and the descending-score top-k are the same in both modes
-(matterport's per-class NMS then top-k keeps this very set and order).
+dropped, as in matterport); the ROIs (the matterport ProposalLayer's, normalised) are refined
+and clipped to the normalised window in matterport's (y1, x1, y2, x2) coordinates
+(ops.matterport, no log-scale cap), and the boxes come out in those coordinates, zero padded
+(proposals.NormalizedToPixels gives pixels). NMS runs once per class on the rows of that class, in ROI
+order, as matterport's map over classes does (the same candidates for TensorFlow's NMS kernel,
+so even tied scores pick the same boxes), and the union is ranked by score, ties to the lower
+ROI index (matterport's top_k over its sorted keep set).
 
 Outputs boxes [B, D, 4] pixel (x1, y1, x2, y2), class_ids [B, D] int32, scores [B, D],
 num_detections [B] int32. The mask and keypoint heads then run on these D boxes only:
@@ -114,7 +117,8 @@ class DetectionLayer(keras.layers.Layer):
         return out_boxes, out_classes, out_scores, count
 
     def _matterport_call(self, rois, class_probs, deltas, image_meta):
-        """matterport's refine_detections (see the module docstring); pixel boxes out."""
+        """matterport's refine_detections (see the module docstring): normalised rois in,
+        normalised (y1, x1, y2, x2) boxes out."""
         from mrcnn_kp.data.transforms import parse_image_meta
 
         config = self.config
@@ -124,7 +128,7 @@ class DetectionLayer(keras.layers.Layer):
         index = ops.broadcast_to(class_ids[:, :, None, None], ops.shape(deltas)[:2] + (1, 4))
         class_deltas = ops.take_along_axis(deltas, index, axis=2)[:, :, 0]  # [B, N, 4]
         std = ops.convert_to_tensor(config.BBOX_STD_DEV, "float32")
-        boxes = matterport_ops.apply_box_deltas(matterport_ops.from_pixels(rois, shape),
+        boxes = matterport_ops.apply_box_deltas(ops.cast(rois, "float32"),
                                                 class_deltas * std)  # [B, N, 4] (y1, x1, ...)
         window = matterport_ops.window_from_meta(parse_image_meta(image_meta)["window"], shape)
         boxes = matterport_ops.clip_boxes(boxes, window[:, None, :])
@@ -132,14 +136,21 @@ class DetectionLayer(keras.layers.Layer):
         keep = class_ids > 0
         if config.DETECTION_MIN_CONFIDENCE:  # matterport: 0 skips the filter
             keep = ops.logical_and(keep, scores >= config.DETECTION_MIN_CONFIDENCE)
-        ranked = ops.where(keep, scores, float("-inf"))
-        kept, count = class_aware_nms(boxes, ranked, class_ids, config.DETECTION_NMS_THRESHOLD,
-                                      self.max_detections)  # [B, D], [B]
-        kept = ops.cast(kept, "int32")
-        valid = kept >= 0
-        safe = ops.maximum(kept, 0)
-        out_boxes = ops.where(valid[..., None],
-                              matterport_ops.to_pixels(gather_rows(boxes, safe), shape), 0.0)
+        rows = ops.arange(ops.shape(scores)[1], dtype="int32")[None, None, :]  # [1, 1, N]
+        selected = ops.zeros_like(keep)  # [B, N]
+        for class_id in range(1, config.NUM_CLASSES):
+            mine = ops.where(ops.logical_and(keep, ops.equal(class_ids, class_id)), scores,
+                             float("-inf"))
+            picked, _ = box_ops.nms_batched(boxes, mine, config.DETECTION_NMS_THRESHOLD,
+                                            self.max_detections)  # [B, D], -1 padded
+            hit = ops.any(ops.equal(ops.cast(picked, "int32")[:, :, None], rows), axis=1)
+            selected = ops.logical_or(selected, hit)  # [B, N]
+        ranked, kept = ops.top_k(ops.where(selected, scores, float("-inf")),
+                                 self.max_detections, sorted=True)  # ties: lower index first
+        valid = ranked > float("-inf")
+        count = ops.sum(ops.cast(valid, "int32"), axis=1)
+        safe = ops.cast(kept, "int32")
+        out_boxes = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)
         out_classes = ops.where(valid, ops.take_along_axis(class_ids, safe, axis=1), 0)
         out_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return out_boxes, out_classes, out_scores, ops.cast(count, "int32")

@@ -45,7 +45,7 @@ class PyramidRoiAlign(keras.layers.Layer):
     """
 
     def __init__(self, pool_size, image_shape, sampling_ratio=2, aligned=True,
-                 mode="roi_align", **kwargs):
+                 mode="roi_align", normalized_boxes=False, **kwargs):
         # Under mixed precision the features may be float16, but the boxes must stay float32
         # (pixel coordinates up to 1024 lose ~0.5 px in float16): no input autocasting.
         kwargs.setdefault("autocast", False)
@@ -58,6 +58,8 @@ class PyramidRoiAlign(keras.layers.Layer):
             raise ValueError(f"unknown ROI_ALIGN_MODE {mode!r}; choose one of "
                              f"{', '.join(roi_align_ops.MODES)}")
         self.mode = mode
+        # matterport's normalised (y1, x1, y2, x2) boxes instead of pixels (crop_and_resize)
+        self.normalized_boxes = bool(normalized_boxes)
 
     def call(self, boxes, feature_maps):
         # Sampled in float32 (the ops mix float32 weights into the gathers); the heads' convs
@@ -66,7 +68,8 @@ class PyramidRoiAlign(keras.layers.Layer):
         return roi_align_ops.pyramid_roi_align_batched(
             feature_maps, ops.cast(boxes, "float32"), output_size=self.pool_size,
             image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned, mode=self.mode)  # [B, N, size, size, C]
+            aligned=self.aligned, mode=self.mode,
+            normalized_boxes=self.normalized_boxes)  # [B, N, size, size, C]
 
     def compute_output_shape(self, boxes_shape, feature_maps_shape):
         channels = feature_maps_shape[0][-1]
@@ -75,7 +78,8 @@ class PyramidRoiAlign(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(pool_size=self.pool_size, image_shape=self.image_shape,
-                      sampling_ratio=self.sampling_ratio, aligned=self.aligned, mode=self.mode)
+                      sampling_ratio=self.sampling_ratio, aligned=self.aligned, mode=self.mode,
+                      normalized_boxes=self.normalized_boxes)
         return config
 
 
@@ -139,9 +143,10 @@ class FirstRois(keras.layers.Layer):
         return config
 
 
-def _roi_align(config, pool_size, name):
+def _roi_align(config, pool_size, name, normalized=False):
     return PyramidRoiAlign(pool_size, config.IMAGE_SHAPE, config.ROI_ALIGN_SAMPLING_RATIO,
-                           config.ROI_ALIGN_ALIGNED, config.ROI_ALIGN_MODE, name=name)
+                           config.ROI_ALIGN_ALIGNED, config.ROI_ALIGN_MODE,
+                           normalized_boxes=normalized, name=name)
 
 
 # ------------------------------------------------------------------------------------ box head
@@ -161,10 +166,12 @@ class BoxHead:
         self.class_logits = layers.Dense(config.NUM_CLASSES, name="mrcnn_class_logits")
         self.bbox_fc = layers.Dense(config.NUM_CLASSES * 4, name="mrcnn_bbox_fc")
 
-    def __call__(self, rois, feature_maps, prefix=""):
-        """rois [B, N, 4], feature_maps [P2..P5]; `prefix` names this call's weightless layers."""
+    def __call__(self, rois, feature_maps, prefix="", normalized=False):
+        """rois [B, N, 4], feature_maps [P2..P5]; `prefix` names this call's weightless layers;
+        normalized: the rois are matterport's normalised (y1, x1, y2, x2) (crop_and_resize)."""
         config = self.config
-        x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier")(
+        x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier",
+                       normalized)(
             rois, feature_maps)  # [B, N, 7, 7, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_class_merge")(x)  # [B*N, 7, 7, C]
         x = self.conv1(x)
@@ -198,9 +205,9 @@ class MaskHead:
                                              name="mrcnn_mask_deconv")
         self.mask = layers.Conv2D(config.NUM_CLASSES, 1, name="mrcnn_mask")
 
-    def __call__(self, rois, feature_maps, prefix=""):
+    def __call__(self, rois, feature_maps, prefix="", normalized=False):
         config = self.config
-        x = _roi_align(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask")(
+        x = _roi_align(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask", normalized)(
             rois, feature_maps)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_mask_merge")(x)  # [B*N, 14, 14, C]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
@@ -236,9 +243,10 @@ class KeypointHead:
         else:
             raise ValueError(f"unknown KEYPOINT_HEAD {self.variant!r}")
 
-    def __call__(self, rois, feature_maps, prefix=""):
+    def __call__(self, rois, feature_maps, prefix="", normalized=False):
         config = self.config
-        x = _roi_align(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint")(
+        x = _roi_align(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint",
+                       normalized)(
             rois, feature_maps)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_keypoint_merge")(x)  # [B*N, 14, 14, C]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):

@@ -30,7 +30,7 @@ from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDe
                                       PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
 from mrcnn_kp.model.heads import FirstRois, build_heads
-from mrcnn_kp.model.proposals import ProposalLayer
+from mrcnn_kp.model.proposals import NormalizedToPixels, ProposalLayer
 from mrcnn_kp.model.roi_targets import DetectionTargetLayer, keypoint_slots, positive_slots
 from mrcnn_kp.model.rpn import build_rpn
 
@@ -42,15 +42,26 @@ Models = collections.namedtuple("Models", ["training", "inference"])
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class NormalizeImage(keras.layers.Layer):
     """Raw 0..255 RGB [B, S, S, 3] -> (x - MEAN_PIXEL) / PIXEL_STD, so exported models take
-    plain images (padding 0 becomes -MEAN / STD, as in matterport)."""
+    plain images (padding 0 becomes -MEAN / STD, as in matterport).
 
-    def __init__(self, mean, std, **kwargs):
+    float64=True (config.IMAGE_NORMALIZATION "matterport") computes in float64 and rounds once
+    to float32, as matterport's mold_image (`image.astype(float32) - MEAN_PIXEL` is float64,
+    cast when fed); TensorFlow only: JAX without x64 keeps float32 (1 ulp apart in places).
+    """
+
+    def __init__(self, mean, std, float64=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
+        self.float64 = bool(float64)
 
     def call(self, images):
+        if self.float64 and keras.backend.backend() == "tensorflow":
+            mean = ops.convert_to_tensor(self.mean, "float64")
+            std = ops.convert_to_tensor(self.std, "float64")
+            exact = (ops.cast(images, "float64") - mean) / std
+            return ops.cast(exact, self.compute_dtype)
         mean = ops.convert_to_tensor(self.mean, self.compute_dtype)
         std = ops.convert_to_tensor(self.std, self.compute_dtype)
         return (ops.cast(images, self.compute_dtype) - mean) / std
@@ -60,7 +71,7 @@ class NormalizeImage(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mean=self.mean, std=self.std)
+        config.update(mean=self.mean, std=self.std, float64=self.float64)
         return config
 
 
@@ -165,6 +176,9 @@ def _training_outputs(config, inputs, trunk, heads):
     feature_maps = trunk["pyramid"][:4]  # P2..P5
     rpn_rois, _, rpn_valid = ProposalLayer(config, config.POST_NMS_ROIS_TRAINING, name="ROI")(
         trunk["rpn_probs"], trunk["rpn_bbox"])  # [B, N, 4], [B, N]
+    if _matterport_boxes(config):  # the targets are matched in pixels
+        rpn_rois = NormalizedToPixels(config.IMAGE_SHAPE, name="rpn_rois_pixels")(
+            rpn_rois, rpn_valid)
     (rois, roi_valid, target_class_ids, target_deltas, target_masks, target_keypoints,
      keypoint_weights) = DetectionTargetLayer(config, name="roi_targets")(
         rpn_rois, rpn_valid, inputs["input_gt_class_ids"], inputs["input_gt_boxes"],
@@ -205,9 +219,16 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     feature_maps = trunk["pyramid"][:4]
     rpn_rois, rpn_scores, rpn_valid = ProposalLayer(
         config, config.POST_NMS_ROIS_INFERENCE, name="ROI")(trunk["rpn_probs"], trunk["rpn_bbox"])
-    _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps)
+    # matterport's modes: ROIs and detections in its normalised (y1, x1, y2, x2), as its graph
+    # has them (pooled as they are); the pixels of the contract are made for the outputs.
+    normalized = _matterport_boxes(config)
+    _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps, normalized=normalized)
     boxes, class_ids, scores, num_detections = DetectionLayer(config, name="mrcnn_detection")(
         rpn_rois, rpn_valid, class_probs, bbox_deltas, inputs["input_image_meta"])
+    normalized_boxes = boxes if normalized else None
+    if normalized:
+        boxes = NormalizedToPixels(config.IMAGE_SHAPE, name="mrcnn_detection_pixels")(
+            normalized_boxes, class_ids)  # [B, D, 4] pixels, 0 in empty slots
     head_boxes, head_class_ids = boxes, class_ids  # [B, D, 4], [B, D]
     if dynamic_heads:  # [B, n, 4], [B, n]: only the slots that hold a detection
         head_boxes, head_class_ids = TrimToDetections(name="mrcnn_detection_trim")(
@@ -217,7 +238,14 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
         return PadToSlots(config.DETECTION_MAX_INSTANCES, name=name)(tensor) \
             if dynamic_heads else tensor
 
-    keypoint_logits = keypoint_head(head_boxes, feature_maps)  # [B, D, 56, 56, K]
+    pooled_boxes = head_boxes  # what the heads pool: pixels, or matterport's normalised boxes
+    if normalized:
+        pooled_boxes = normalized_boxes
+        if dynamic_heads:
+            pooled_boxes, _ = TrimToDetections(name="mrcnn_detection_trim_normalized")(
+                normalized_boxes, class_ids, num_detections)
+    keypoint_logits = keypoint_head(pooled_boxes, feature_maps,
+                                    normalized=normalized)  # [B, D, 56, 56, K]
     keypoints = KeypointDecoder(name="mrcnn_keypoints")(
         keypoint_logits, head_boxes, head_class_ids)  # [B, D, K, 3]
     outputs = {
@@ -229,8 +257,11 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     }
     if mask_head is not None:
         masks = DetectionMasks(name="mrcnn_masks")(
-            mask_head(head_boxes, feature_maps), head_class_ids)  # [B, D, 28, 28]
+            mask_head(pooled_boxes, feature_maps, normalized=normalized),
+            head_class_ids)  # [B, D, 28, 28]
         outputs["masks"] = slots(masks, "mrcnn_masks_slots")
+    if normalized:  # [B, D, 4] matterport's detections[..., :4], for its unmold_detections
+        outputs["normalized_boxes"] = normalized_boxes
     if debug:
         outputs.update({
             "rpn_class_logits": trunk["rpn_class_logits"], "rpn_probs": trunk["rpn_probs"],
@@ -242,6 +273,11 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     return {name: outputs[name] for name in sorted(outputs, key=_output_order)}
 
 
+def _matterport_boxes(config):
+    """True when the proposal and detection layers run in matterport's normalised boxes."""
+    return getattr(config, "PROPOSAL_MODE", "pixels") == "matterport"
+
+
 def _output_order(name):
     return (INFERENCE_OUTPUTS.index(name), "") if name in INFERENCE_OUTPUTS else (99, name)
 
@@ -249,8 +285,10 @@ def _output_order(name):
 def build_trunk(image, config):
     """image [B, S, S, 3] raw -> {"pyramid": [P2..P6], "rpn_class_logits", "rpn_probs",
     "rpn_bbox"}: the part both graphs share."""
-    normalized = NormalizeImage(config.MEAN_PIXEL, config.PIXEL_STD,
-                                name="normalize_image")(image)
+    normalized = NormalizeImage(
+        config.MEAN_PIXEL, config.PIXEL_STD,
+        float64=getattr(config, "IMAGE_NORMALIZATION", "float32") == "matterport",
+        name="normalize_image")(image)
     pyramid = build_fpn(build_backbone(normalized, config), config)
     rpn_class_logits, rpn_probs, rpn_bbox = build_rpn(pyramid, config)
     return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,

@@ -14,8 +14,11 @@ matterport and torchvision: the heads learn from them, they do not backpropagate
 
 With config.PROPOSAL_MODE "matterport" the same steps run on matterport's normalised
 (y1, x1, y2, x2) boxes (ops.matterport: anchors normalised from float64 pixels, deltas without a
-log-scale cap, clip to [0, 1]), and the ROIs come back as pixels with ops.matterport.to_pixels,
-so padding rows are matterport's normalised zeros, i.e. pixel (0, 0, 1, 1).
+log-scale cap, clip to [0, 1]), and the ROIs stay in those coordinates, padding rows zero, as
+matterport's graph has them: the heads pool them as they are (PyramidRoiAlign
+normalized_boxes) and the DetectionLayer refines them; `NormalizedToPixels` gives pixels (a
+round trip through pixels can move a box by 1 float32 ulp, enough to change
+tf.image.crop_and_resize's sample on a far edge).
 
 `gather_rows` (rows of a [B, N, ...] tensor picked per image) is shared with the target and
 detection layers.
@@ -99,7 +102,7 @@ class ProposalLayer(keras.layers.Layer):
         return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
 
     def _matterport_call(self, rpn_probs, rpn_bbox):
-        """matterport's ProposalLayer on normalised boxes; pixel ROIs out (see the module)."""
+        """matterport's ProposalLayer: normalised (y1, x1, y2, x2) ROIs (see the module)."""
         config = self.config
         scores = rpn_probs[:, :, 1]  # [B, A]
         scores, order = ops.top_k(scores, self.pre_nms_limit, sorted=True)  # [B, K]
@@ -114,8 +117,7 @@ class ProposalLayer(keras.layers.Layer):
                                       self.proposal_count)  # [B, N], -1 padded
         valid = ops.greater_equal(keep, 0)
         safe = ops.maximum(keep, 0)
-        normalized = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
-        rois = matterport_ops.to_pixels(normalized, config.IMAGE_SHAPE)
+        rois = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
         roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
 
@@ -172,3 +174,28 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count):
     rois = ops.where(valid[..., None], gather_rows(boxes, safe), 0.0)  # [B, N, 4]
     roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)  # [B, N]
     return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class NormalizedToPixels(keras.layers.Layer):
+    """[boxes [B, N, 4] matterport-normalised (y1, x1, y2, x2), keep [B, N] (bool, or class
+    ids: > 0 keeps)] -> pixel (x1, y1, x2, y2) [B, N, 4], unrounded (ops.matterport.to_pixels),
+    0 where keep is false."""
+
+    def __init__(self, image_shape, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(v) for v in image_shape)
+
+    def call(self, boxes, keep):
+        pixels = matterport_ops.to_pixels(boxes, self.image_shape)
+        keep = ops.cast(keep, "int32") > 0
+        return ops.where(keep[..., None], pixels, 0.0)
+
+    def compute_output_spec(self, boxes, keep):
+        return keras.KerasTensor(tuple(boxes.shape), "float32")
+
+    def get_config(self):
+        base = super().get_config()
+        base["image_shape"] = self.image_shape
+        return base

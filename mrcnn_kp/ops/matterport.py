@@ -13,6 +13,7 @@ apply_box_deltas_graph) and computes y2 as y1 + h.
 """
 import functools
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -69,6 +70,23 @@ def normalized_anchors(config):
 
 
 # ------------------------------------------------------------------ keras.ops (the model)
+def divide_float32(numerator, denominator):
+    """numerator / denominator rounded as one float32 division, even in a TensorFlow graph.
+
+    TensorFlow's graph optimiser turns a division by a constant into a multiplication by its
+    rounded reciprocal, 1 ulp off in places; matterport's graph divides by values it reads
+    from image_meta, which stay divisions. 1 ulp decides whether a box clipped to the window
+    and a tf.image.crop_and_resize sample on a far edge read the border or 0. On TensorFlow
+    the division runs in float64 and is rounded once (exactly the float32 quotient: double
+    rounding cannot hurt a quotient of float32 numbers); other backends divide in float32.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return numerator / denominator
+    wide = ops.cast(numerator, "float64") / ops.cast(ops.convert_to_tensor(denominator),
+                                                     "float64")
+    return ops.cast(wide, "float32")
+
+
 def from_pixels(boxes, image_shape):
     """Pixel (x1, y1, x2, y2) [..., 4] -> matterport-normalised (y1, x1, y2, x2), float32."""
     h, w = _hw(image_shape)
@@ -93,7 +111,7 @@ def window_from_meta(window, image_shape):
     h, w = _hw(image_shape)
     window = ops.cast(window, "float32")
     scale = ops.convert_to_tensor([h - 1.0, w - 1.0, h - 1.0, w - 1.0], "float32")
-    return (window - ops.convert_to_tensor(SHIFT, "float32")) / scale
+    return divide_float32(window - ops.convert_to_tensor(SHIFT, "float32"), scale)
 
 
 def apply_box_deltas(boxes, deltas):

@@ -17,6 +17,7 @@ as its own pass over memory, so there the pooling is compiled on its own (backen
 from keras import ops
 
 from mrcnn_kp.ops import backend
+from mrcnn_kp.ops import matterport as matterport_ops
 
 CANONICAL_SIZE = 224.0  # FPN paper: a 224 x 224 box maps to level 4
 CANONICAL_LEVEL = 4
@@ -165,16 +166,28 @@ def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
     return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
 
 
-def matterport_levels(boxes, image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
+def _normalised(boxes, image_size):
+    """Pixel (x1, y1, x2, y2) [..., 4] -> matterport's normalised (y1, x1, y2, x2)."""
+    image_h, image_w = _pair(image_size)
+    return ops.stack([boxes[..., 1] / (image_h - 1.0), boxes[..., 0] / (image_w - 1.0),
+                      (boxes[..., 3] - 1.0) / (image_h - 1.0),
+                      (boxes[..., 2] - 1.0) / (image_w - 1.0)], axis=-1)
+
+
+def matterport_levels(boxes, image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL,
+                      normalized_boxes=False):
     """matterport's PyramidROIAlign level of each pixel box [..., 4] -> [...] int32.
 
     clip(4 + round(log2(sqrt(h * w) / (224 / sqrt(H * W)))), 2, 5) with h, w of the box
     normalised matterport's way ((y2 - 1 - y1) / (H - 1)) and round half to even (tf.round).
+    normalized_boxes: the boxes are matterport's normalised (y1, x1, y2, x2) already.
     """
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     image_h, image_w = _pair(image_size)
-    h = (boxes[..., 3] - 1.0 - boxes[..., 1]) / (image_h - 1.0)
-    w = (boxes[..., 2] - 1.0 - boxes[..., 0]) / (image_w - 1.0)
+    if not normalized_boxes:
+        boxes = _normalised(boxes, image_size)
+    h = boxes[..., 2] - boxes[..., 0]
+    w = boxes[..., 3] - boxes[..., 1]
     area = ops.maximum(h * w, 0.0)
     scale = CANONICAL_SIZE / (float(image_h * image_w) ** 0.5)
     level = ops.log2(ops.maximum(ops.sqrt(area), 1e-30) / scale)
@@ -182,24 +195,21 @@ def matterport_levels(boxes, image_size, min_level=MIN_LEVEL, max_level=MAX_LEVE
     return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
 
 
-def _crop_and_resize_grid(boxes, image_size, height, width, output_size):
+def _crop_and_resize_grid(boxes, height, width, output_size):
     """tf.image.crop_and_resize's sample grid of matterport's normalised boxes.
 
-    boxes [N, 4] pixels, height, width [N] the box's map size -> (first_y, step_y, first_x,
-    step_x): sample k at y1n (H_l - 1) + k (y2n - y1n) (H_l - 1) / (c - 1), or at the centre
-    (y1n + y2n) / 2 (H_l - 1) when c = 1.
+    boxes [N, 4] normalised (y1, x1, y2, x2), height, width [N] the box's map size ->
+    (first_y, step_y, first_x, step_x): sample k at y1n (H_l - 1) + k (y2n - y1n) (H_l - 1) /
+    (c - 1), or at the centre (y1n + y2n) / 2 (H_l - 1) when c = 1.
     """
-    image_h, image_w = _pair(image_size)
     out_h, out_w = output_size
-    y1 = boxes[:, 1] / (image_h - 1.0)
-    x1 = boxes[:, 0] / (image_w - 1.0)
-    y2 = (boxes[:, 3] - 1.0) / (image_h - 1.0)
-    x2 = (boxes[:, 2] - 1.0) / (image_w - 1.0)
+    y1, x1, y2, x2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
 
     def axis(lo, hi, size, count):
         if count == 1:
             return 0.5 * (lo + hi) * (size - 1.0), ops.zeros_like(lo)
-        return lo * (size - 1.0), (hi - lo) * (size - 1.0) / (count - 1.0)
+        step = matterport_ops.divide_float32((hi - lo) * (size - 1.0), count - 1.0)
+        return lo * (size - 1.0), step
 
     first_y, step_y = axis(y1, y2, height, out_h)
     first_x, step_x = axis(x1, x2, width, out_w)
@@ -207,7 +217,8 @@ def _crop_and_resize_grid(boxes, image_size, height, width, output_size):
 
 
 def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sampling_ratio=2,
-                      aligned=True, use_fast_path=True, mode=TORCHVISION):
+                      aligned=True, use_fast_path=True, mode=TORCHVISION,
+                      normalized_boxes=False):
     """Multi-level ROIAlign: each box is pooled from the FPN level its size selects.
 
     features: list of [B, H_l, W_l, C] maps for P2, P3, ... (consecutive levels from 2);
@@ -217,10 +228,15 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     use_fast_path=False forces the keras.ops version (the reference for backend fast paths).
     mode "crop_and_resize" reproduces matterport's PyramidROIAlign instead: its level rule
     (matterport_levels) and one tf.image.crop_and_resize sample per output cell on its
-    normalised boxes (sampling_ratio and aligned are then unused).
+    normalised boxes (sampling_ratio and aligned are then unused). normalized_boxes (that mode
+    only): the boxes are matterport's normalised (y1, x1, y2, x2) as its graph has them, not
+    pixels; pixels normalised here can be 1 float32 ulp off, enough to move a sample on a far
+    edge (y2 = 1) to the other side of H - 1.
     """
     if mode not in MODES:
         raise ValueError(f"unknown ROI pooling mode {mode!r}; choose one of {', '.join(MODES)}")
+    if normalized_boxes and mode != CROP_AND_RESIZE:
+        raise ValueError("normalized_boxes needs mode 'crop_and_resize'")
     sampling_ratio = _check_sampling_ratio(sampling_ratio)
     output_size = _pair(output_size)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
@@ -230,7 +246,10 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     channels = ops.shape(features[0])[-1]
     max_level = MIN_LEVEL + len(features) - 1
     if mode == CROP_AND_RESIZE:
-        level = matterport_levels(boxes, (image_h, image_w), MIN_LEVEL, max_level) - MIN_LEVEL
+        if not normalized_boxes:
+            boxes = _normalised(boxes, (image_h, image_w))  # [N, 4] (y1, x1, y2, x2)
+        level = matterport_levels(boxes, (image_h, image_w), MIN_LEVEL, max_level,
+                                  normalized_boxes=True) - MIN_LEVEL
     else:
         level = fpn_levels(boxes, MIN_LEVEL, max_level) - MIN_LEVEL  # [N] 0-based level
 
@@ -255,22 +274,28 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     height, width = pick(heights), pick(widths)
     row_offset = pick(starts, "int32") + box_indices * ops.cast(height * width, "int32")
     if mode == CROP_AND_RESIZE:
-        grid = _crop_and_resize_grid(boxes, (image_h, image_w), height, width, output_size)
+        grid = _crop_and_resize_grid(boxes, height, width, output_size)
         sampling_ratio = 1
     else:
         grid = _sample_grid(boxes, pick(scales_y), output_size, sampling_ratio, aligned)
-    pool = backend.fused(_pool_pyramid) if use_fast_path else _pool_pyramid
+    # crop_and_resize: no XLA fusion. XLA rewrites the grid's float32 maths (x / c as
+    # x * (1 / c)), which moves samples on a box's far edge (y2 = 1, every box clipped to the
+    # image) just past H - 1, where tf.image.crop_and_resize's arithmetic keeps them inside;
+    # such a sample would read 0 instead of the border (JAX, always compiled, can do this).
+    fuse = use_fast_path and mode != CROP_AND_RESIZE
+    pool = backend.fused(_pool_pyramid) if fuse else _pool_pyramid
     return pool(features, row_offset, height, width, grid, output_size, sampling_ratio, mode)
 
 
 def pyramid_roi_align_batched(features, boxes, output_size, image_size, sampling_ratio=2,
-                              aligned=True, use_fast_path=True, mode=TORCHVISION):
+                              aligned=True, use_fast_path=True, mode=TORCHVISION,
+                              normalized_boxes=False):
     """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]."""
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
     pooled = pyramid_roi_align(features, ops.reshape(boxes, (-1, 4)), box_indices, output_size,
                                image_size, sampling_ratio, aligned, use_fast_path,
-                               mode)  # [B*N, h, w, C]
+                               mode, normalized_boxes)  # [B*N, h, w, C]
     out_h, out_w = _pair(output_size)
     return ops.reshape(pooled, (batch, num_boxes, out_h, out_w, ops.shape(pooled)[-1]))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from mrcnn_kp.config import TinyConfig
 from mrcnn_kp.inference import predictor as predictor_lib
+import matterport_reference as ref
 from mrcnn_kp.inference.predictor import (ImageReadError, Predictor, paste_mask, read_image,
                                           to_rgb_uint8)
 
@@ -268,3 +269,51 @@ def test_detect_returns_known_synthetic_people_in_original_pixels():
         inter = (result["masks"][:, :, i] & masks[:, :, i]).sum()
         union = (result["masks"][:, :, i] | masks[:, :, i]).sum()
         assert inter / union > 0.9  # a 28x28 round trip of thin limbs loses a little
+
+
+# ------------------------------------------------------------------ matterport's mold / unmold
+def test_matterport_mold_inputs_are_its_resize_pad_and_image_meta():
+    from mrcnn_kp.config import MatterportConfig
+
+    config = MatterportConfig(IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512, NUM_CLASSES=2)
+    image = np.random.default_rng(0).integers(0, 256, (256, 192, 3)).astype(np.uint8)
+    molded, metas, windows, scales = Predictor(None, config).mold_inputs([image])
+    want, window, scale = ref.resize_image(image, 512)
+    np.testing.assert_array_equal(molded[0], want.astype(np.float32))  # skimage, bit for bit
+    # COMPAT's example: a 256 x 192 image
+    np.testing.assert_array_equal(metas[0], [0, 256, 192, 3, 512, 512, 3, 0, 64, 512, 448, 2,
+                                             0, 0])
+    assert tuple(windows[0]) == window == (0, 64, 512, 448) and scales[0] == scale == 2
+    pil = Predictor(None, MatterportConfig(IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512, NUM_CLASSES=2,
+                                           IMAGE_RESIZE_METHOD="pil")).mold_inputs([image])[0]
+    assert not np.array_equal(pil[0], molded[0])  # Pillow's bilinear is another resize
+
+
+def test_matterport_unmold_detections_equals_matterports():
+    rng = np.random.default_rng(0)
+    d, side, original, window = 20, 128, (80, 100, 3), (13, 0, 115, 128)  # scale 1.28
+    wn = (np.array(window, np.float64) - [0, 0, 1, 1]) / (side - 1)
+    y1x1 = rng.uniform(wn[:2], wn[2:] - 0.05, (d, 2))
+    det = np.zeros((d, 6), np.float32)
+    det[:, :2] = y1x1
+    det[:, 2:4] = np.minimum(y1x1 + rng.uniform(0.0, 0.4, (d, 2)), wn[2:])
+    det[3, 2] = det[3, 0]  # zero height normalised: 1 px high (the far edge's +1), kept
+    det[5, 3] = det[5, 1] - 0.05  # inverted: area <= 0 in pixels, dropped
+    det[:, 4] = rng.integers(1, 3, d)
+    det[:, 5] = np.sort(rng.uniform(0.7, 1.0, d))[::-1]
+    det[16:] = 0.0  # padding: the detections end at the first class 0
+    probs = rng.uniform(0, 1, (d, 28, 28)).astype(np.float32)
+    y1, x1, y2, x2 = np.moveaxis(det[:, :4], -1, 0)  # the model's pixel boxes (unrounded)
+    outputs = {"boxes": np.stack([x1 * 127, y1 * 127, x2 * 127 + 1, y2 * 127 + 1], -1),
+               "class_ids": det[:, 4].astype(np.int32), "scores": det[:, 5], "masks": probs,
+               "num_detections": np.int32(16)}
+    boxes, class_ids, scores, masks = ref.unmold_detections(det, probs, original, window, side)
+    assert len(boxes) == 15 and masks.sum() > 0
+    for given in ({"normalized_boxes": det[:, :4]}, {}):  # the model's, or from the pixels
+        got = predictor_lib.unmold_detections_matterport(dict(outputs, **given), original,
+                                                         window, (side, side, 3), 1.28)
+        assert got["rois"].shape == (15, 4)
+        np.testing.assert_array_equal(got["rois"], boxes[:, [1, 0, 3, 2]])  # (x1, y1, x2, y2)
+        np.testing.assert_array_equal(got["class_ids"], class_ids)
+        np.testing.assert_array_equal(got["scores"], scores)
+        np.testing.assert_array_equal(got["masks"], masks)

@@ -7,6 +7,7 @@ from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDe
                                       window_from_meta)
 from mrcnn_kp.ops.keypoints import decode_heatmaps
 
+import matterport_reference as ref
 from model_batches import image_meta
 
 
@@ -91,42 +92,6 @@ def test_keypoint_decoder_decodes_person_slots_only():
 
 
 # ------------------------------------------------------------------ matterport's DetectionLayer
-def reference_refine_detections(rois, probs, deltas, window, config):
-    """matterport's refine_detections for one image, step by step as
-    ../shared/MATTERPORT_COMPAT.md states it: normalised (y1, x1, y2, x2) ROIs and window ->
-    [D, 6] rows (y1, x1, y2, x2, class_id, score), zero padded."""
-    import tensorflow as tf
-
-    n = len(rois)
-    class_ids = np.argmax(probs, axis=1)  # background included
-    scores = probs[np.arange(n), class_ids]
-    d = deltas[np.arange(n), class_ids] * np.asarray(config.BBOX_STD_DEV, np.float32)
-    h, w = rois[:, 2] - rois[:, 0], rois[:, 3] - rois[:, 1]
-    cy, cx = rois[:, 0] + 0.5 * h + d[:, 0] * h, rois[:, 1] + 0.5 * w + d[:, 1] * w
-    h, w = h * np.exp(d[:, 2]), w * np.exp(d[:, 3])
-    y1, x1 = cy - 0.5 * h, cx - 0.5 * w
-    boxes = np.stack([y1, x1, y1 + h, x1 + w], axis=1)
-    lo, hi = window[[0, 1, 0, 1]], window[[2, 3, 2, 3]]
-    boxes = np.maximum(np.minimum(boxes, hi), lo)
-    keep = np.flatnonzero(class_ids > 0)
-    if config.DETECTION_MIN_CONFIDENCE:
-        keep = np.intersect1d(keep, np.flatnonzero(scores >= config.DETECTION_MIN_CONFIDENCE))
-    nms_keep = []
-    for class_id in np.unique(class_ids[keep]):
-        ixs = keep[class_ids[keep] == class_id]
-        kept = tf.image.non_max_suppression(boxes[ixs], scores[ixs],
-                                            config.DETECTION_MAX_INSTANCES,
-                                            config.DETECTION_NMS_THRESHOLD).numpy()
-        nms_keep.extend(ixs[kept])
-    keep = np.intersect1d(keep, nms_keep)  # sorted ascending
-    top = tf.nn.top_k(scores[keep], min(len(keep), config.DETECTION_MAX_INSTANCES),
-                      sorted=True).indices.numpy()
-    keep = keep[top]
-    rows = np.zeros((config.DETECTION_MAX_INSTANCES, 6), np.float32)
-    rows[:len(keep)] = np.concatenate([boxes[keep], class_ids[keep, None], scores[keep, None]], 1)
-    return rows
-
-
 def test_matterport_mode_equals_matterports_refine_detections():
     from mrcnn_kp.config import MatterportConfig
 
@@ -143,28 +108,24 @@ def test_matterport_mode_equals_matterports_refine_detections():
     deltas = rng.normal(0, 1, (2, n, c, 4)).astype(np.float32)
     window = (0, 32, 256, 224)  # (y1, x1, y2, x2) pixels: a 256 x 192 picture
     meta = np.stack([image_meta(config, window=window)] * 2)
-    window_n = ((np.array(window, np.float64) - [0, 0, 1, 1]) / (side - 1)).astype(np.float32)
+    window_n = ref.norm_window_graph(window, side)
 
-    y1, x1, y2, x2 = np.moveaxis(rois_n, -1, 0)  # COMPAT's pixel rule, unrounded
-    rois = np.stack([x1 * 255, y1 * 255, x2 * 255 + 1, y2 * 255 + 1], -1).astype(np.float32)
     valid = np.ones((2, n), bool)  # matterport has no validity flag
     boxes, class_ids, scores, count = numpy_outputs(
-        DetectionLayer(config)(rois, valid, probs, deltas, meta))
+        DetectionLayer(config)(rois_n, valid, probs, deltas, meta))
     for b in range(2):
-        want = reference_refine_detections(rois_n[b], probs[b], deltas[b], window_n, config)
+        want = ref.refine_detections(rois_n[b], probs[b], deltas[b], window_n, config)
         m = int((want[:, 4] > 0).sum())
         assert 20 < m and count[b] == m
         np.testing.assert_array_equal(class_ids[b], want[:, 4].astype(int))
         np.testing.assert_allclose(scores[b], want[:, 5], rtol=0, atol=0)
-        wy1, wx1, wy2, wx2 = np.moveaxis(want[:m, :4], -1, 0)
-        want_px = np.stack([wx1 * 255, wy1 * 255, wx2 * 255 + 1, wy2 * 255 + 1], -1)
-        diff = np.abs(boxes[b, :m] - want_px).max()
-        print("max |ours - matterport| detection box, pixels:", diff)
-        assert diff < 2e-4, diff
+        diff = np.abs(boxes[b] - want[:, :4]).max()  # normalised (y1, x1, y2, x2), 0 padded
+        print("max |ours - matterport| detection box, normalised:", diff)
+        assert diff <= 1e-6, diff
     assert class_ids[0].tolist().count(1) > 0 and class_ids[0].tolist().count(2) > 0
-    hit = np.all(np.abs(boxes[0, :int(count[0])] - [32, 0, 33, 1]) < 1e-3, axis=-1)
-    assert hit.sum() >= 1  # detected padding rows: zero-size boxes at the window's corner
-
+    corner = np.array([0, 32 / 255, 0, 32 / 255], np.float32)  # the window's top-left corner
+    hit = np.all(np.abs(boxes[0, :int(count[0])] - corner) < 1e-6, axis=-1)
+    assert hit.sum() >= 1  # detected padding rows: zero-size boxes clipped to the corner
 
 
 def test_torchvision_layout_filters_like_torchvision():

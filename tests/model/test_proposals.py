@@ -4,8 +4,10 @@ import pytest
 from keras import ops
 
 from mrcnn_kp.config import TinyConfig
-from mrcnn_kp.model.proposals import ProposalLayer, gather_rows
+from mrcnn_kp.model.proposals import NormalizedToPixels, ProposalLayer, gather_rows
 from mrcnn_kp.ops.anchors import generate_pyramid_anchors, level_anchor_counts
+
+import matterport_reference as ref
 
 
 def anchor_row(config, level, y, x, ratio):
@@ -74,40 +76,6 @@ def test_config_round_trip_and_limits():
 
 
 # ------------------------------------------------------------------ matterport's ProposalLayer
-def reference_matterport_proposals(probs, deltas, anchors, pre_nms_limit, count, threshold, std):
-    """matterport's ProposalLayer, step by step as ../shared/MATTERPORT_COMPAT.md states it, on
-    normalised (y1, x1, y2, x2) anchors -> ([B, count, 4] normalised, zero padded, [B] kept)."""
-    import tensorflow as tf
-
-    out, kept = [], []
-    for b in range(len(probs)):
-        k = min(pre_nms_limit, len(anchors))
-        ix = tf.nn.top_k(probs[b, :, 1], k, sorted=True).indices.numpy()  # ties: lower index
-        scores = probs[b, ix, 1]
-        d = deltas[b, ix] * np.asarray(std, np.float32)
-        a = anchors[ix]
-        h, w = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
-        cy, cx = a[:, 0] + 0.5 * h, a[:, 1] + 0.5 * w
-        cy, cx = cy + d[:, 0] * h, cx + d[:, 1] * w
-        h, w = h * np.exp(d[:, 2]), w * np.exp(d[:, 3])
-        y1, x1 = cy - 0.5 * h, cx - 0.5 * w
-        boxes = np.stack([y1, x1, y1 + h, x1 + w], axis=1)  # y2 from y1
-        boxes = np.maximum(np.minimum(boxes, 1.0), 0.0)
-        keep = tf.image.non_max_suppression(boxes, scores, count, threshold).numpy()
-        padded = np.zeros((count, 4), np.float32)
-        padded[:len(keep)] = boxes[keep]
-        out.append(padded)
-        kept.append(len(keep))
-    return np.stack(out), np.array(kept)
-
-
-def to_pixels(normalized, side):
-    """COMPAT's pixel <-> normalised rule, unrounded: (y1, x1, y2, x2) -> (x1, y1, x2, y2)."""
-    y1, x1, y2, x2 = np.moveaxis(normalized, -1, 0)
-    s = side - 1.0
-    return np.stack([x1 * s, y1 * s, x2 * s + 1, y2 * s + 1], axis=-1)
-
-
 def test_matterport_mode_equals_matterports_proposal_layer():
     from mrcnn_kp.config import MatterportConfig
     from mrcnn_kp.ops.matterport import normalized_anchors
@@ -122,19 +90,20 @@ def test_matterport_mode_equals_matterports_proposal_layer():
     deltas = rng.normal(0, 1, (2, a, 4)).astype(np.float32)
     rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in
                            ProposalLayer(config, 1000)(probs, deltas)]
-    want, kept = reference_matterport_proposals(
+    want, kept = ref.proposals(
         probs, deltas, normalized_anchors(config), 6000, 1000, 0.7, config.RPN_BBOX_STD_DEV)
     assert rois.shape == (2, 1000, 4)
     assert valid.sum(axis=1).tolist() == kept.tolist() and 300 < kept.min()
     assert np.all(valid[:, :kept.min()])
-    # pixel ROIs are the normalised ones mapped back with (H - 1) and the far-edge +1;
-    # padding rows are normalised zeros, pixel (0, 0, 1, 1)
-    diff = np.abs(rois - to_pixels(want, 256)).max()
-    print("max |ours - matterport| pixels:", diff)
-    assert diff < 2e-4, diff
-    np.testing.assert_array_equal(rois[~valid], np.tile([0.0, 0.0, 1.0, 1.0], ((~valid).sum(), 1)))
+    # matterport's normalised (y1, x1, y2, x2) ROIs, zero padded, as its graph has them
+    diff = np.abs(rois - want).max()
+    print("max |ours - matterport|, normalised:", diff)
+    assert diff <= 1e-6, diff
+    assert np.all(rois[~valid] == 0)
+    pixels = np.asarray(NormalizedToPixels((256, 256, 3))(rois, valid))  # (x1, y1, x2, y2)
+    np.testing.assert_allclose(pixels[valid], ref.to_pixels(want, 256)[valid], atol=1e-4)
+    assert np.all(pixels[~valid] == 0)
     assert np.all(scores[valid] > 0) and np.all(np.diff(scores, axis=1) <= 0)
-
 
 
 def test_torchvision_layout_keeps_the_best_per_level_and_runs_nms_within_levels():

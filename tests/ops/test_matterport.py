@@ -6,26 +6,13 @@ import pytest
 from mrcnn_kp.config import MatterportConfig
 from mrcnn_kp.ops import matterport as mp
 
-
-def reference_anchors(scales, ratios, shapes, strides, image_side):
-    """matterport utils.generate_pyramid_anchors + norm_boxes, following the COMPAT facts:
-    centres (y * stride, x * stride), h = s / sqrt(r), w = s * sqrt(r); row, column, ratio."""
-    out = []
-    for scale, (rows, cols), stride in zip(scales, shapes, strides):
-        for y in range(rows):
-            for x in range(cols):
-                for r in ratios:
-                    h, w = scale / np.sqrt(r), scale * np.sqrt(r)
-                    cy, cx = y * stride, x * stride
-                    out.append([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
-    pixels = np.array(out, np.float64)
-    return ((pixels - [0, 0, 1, 1]) / (image_side - 1)).astype(np.float32)
+import matterport_reference as ref
 
 
 def test_normalized_anchors_are_matterports_get_anchors():
     config = MatterportConfig(IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128)
     got = mp.normalized_anchors(config)
-    want = reference_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+    want = ref.anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
                              config.BACKBONE_SHAPES, config.BACKBONE_STRIDES, 128)
     assert got.shape == (config.NUM_ANCHORS, 4) == (4092, 4)
     np.testing.assert_array_equal(got, want)  # bit for bit (float64 pixels, one rounding)
