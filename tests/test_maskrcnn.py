@@ -135,3 +135,110 @@ def test_modes_are_checked(trained, data):
         MaskRCNN("evaluation", tiny_config())
     with pytest.raises(ValueError, match=r"detect\(\) needs a model created with mode='inference'"):
         model.detect([np.zeros((64, 64, 3), np.uint8)])
+
+
+# ------------------------------------------------------------------ the matterport preset
+def matterport_heads(model, pooled, mask_pooled=None):
+    """matterport's classifier / mask heads (COMPAT: conv -> BN -> relu ..., softmax,
+    sigmoid) wired here from the loaded model's layers by name: -> (probs [N, C], deltas
+    [N, C, 4]) or the mask probabilities [N, 28, 28, C]."""
+    from keras import ops
+
+    layer = model.get_layer
+    if mask_pooled is not None:
+        x = mask_pooled
+        for i in range(1, 5):
+            x = ops.relu(layer(f"mrcnn_mask_bn{i}")(layer(f"mrcnn_mask_conv{i}")(x),
+                                                    training=False))
+        return np.asarray(ops.sigmoid(layer("mrcnn_mask")(layer("mrcnn_mask_deconv")(x))))
+    x = ops.relu(layer("mrcnn_class_bn1")(layer("mrcnn_class_conv1")(pooled), training=False))
+    x = ops.relu(layer("mrcnn_class_bn2")(layer("mrcnn_class_conv2")(x), training=False))
+    x = ops.reshape(x, (len(pooled), -1))
+    probs = ops.softmax(layer("mrcnn_class_logits")(x))
+    deltas = ops.reshape(layer("mrcnn_bbox_fc")(x), (len(pooled), -1, 4))
+    return np.asarray(probs), np.asarray(deltas)
+
+
+def calibrate_heads(model, inputs, seed=1):
+    """New random class, box and mask outputs scaled to the features this untrained network
+    makes on `inputs` (its raw activations are huge): logits of spread ~3 around the mean
+    feature, so scores are distinct (no float32 ties at 1.0), boxes move by ~1 std and masks
+    have clear insides and outsides."""
+    rng = np.random.default_rng(seed)
+    taps = keras.Model(model.input, [model.get_layer("mrcnn_class_relu2").output,
+                                     model.get_layer("mrcnn_mask_deconv").output])
+    box_features, mask_features = [np.asarray(t) for t in taps.predict_on_batch(inputs)]
+    for name, features, spread in (("mrcnn_class_logits", box_features, 3.0),
+                                   ("mrcnn_bbox_fc", box_features, 1.0),
+                                   ("mrcnn_mask", mask_features, 4.0)):
+        features = features.reshape(-1, features.shape[-1])
+        mean, std = features.mean(0), features.std() + 1e-6
+        kernel, bias = model.get_layer(name).get_weights()
+        kernel = rng.normal(0, spread / (std * np.sqrt(len(mean))), kernel.shape)
+        flat = kernel.reshape(len(mean), -1)
+        model.get_layer(name).set_weights([kernel.astype(np.float32),
+                                           (-mean @ flat).astype(np.float32)])
+
+
+def test_matterport_preset_detect_equals_the_matterport_reference_chain(tmp_path):
+    """A matterport-layout .h5 loaded into the preset; detect() against matterport's chain
+    (tests/matterport_reference.py) run on the same network's pyramid and RPN outputs:
+    resize/pad/mold, ProposalLayer, PyramidROIAlign, refine_detections, mask head,
+    unmold_detections and unmold_mask."""
+    import matterport_reference as ref
+    from mrcnn_kp.config import MatterportConfig
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+    from test_weights import write_matterport_layout_from_names
+
+    config = MatterportConfig(NAME="mp", IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, NUM_CLASSES=3,
+                              BACKBONE="resnet50", TOP_DOWN_PYRAMID_SIZE=32,
+                              FPN_CLASSIF_FC_LAYERS_SIZE=64, MASK_HEAD_CHANNELS=32,
+                              KEYPOINT_HEAD_CONV_CHANNELS=32, KEYPOINT_HEAD_NUM_CONVS=2)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:80, 0:100]
+    image = (127 + 100 * np.sin(xx[..., None] / rng.uniform(3, 9, 3) + yy[..., None] / 7)
+             ).astype(np.uint8)  # 80 x 100: scale 1.28, window (13, 0, 115, 128)
+    molded, window, scale = ref.resize_image(image, 128)
+    meta = np.array([0, 80, 100, 3, 128, 128, 3, *window, scale, 0, 0, 0], np.float32)
+    inputs = {"input_image": molded[None].astype(np.float32), "input_image_meta": meta[None]}
+    keras.utils.set_random_seed(3)
+    source = build_inference_model(config)
+    calibrate_heads(source, inputs)
+    path = write_matterport_layout_from_names(source, tmp_path / "mask_rcnn_standin.h5")
+    keras.utils.set_random_seed(4)
+    model = MaskRCNN(mode="inference", config=config, model_dir=tmp_path)
+    report = model.load_weights(str(path))
+    assert report.file_format == "legacy" and not report.mismatched
+    assert not report.absent_from_file
+    r = model.detect([image])[0]
+
+    net = model.keras_model
+    trunk = keras.Model(net.input, [net.get_layer(n).output for n in (
+        "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "rpn_probs", "rpn_bbox")])
+    *pyramid, rpn_probs, rpn_bbox = [np.asarray(t) for t in trunk.predict_on_batch(inputs)]
+    pyramid = [p[0] for p in pyramid]
+    anchors = ref.anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+                          config.BACKBONE_SHAPES, config.BACKBONE_STRIDES, 128)
+    rois, _ = ref.proposals(rpn_probs, rpn_bbox, anchors, 6000, 1000, 0.7,
+                            config.RPN_BBOX_STD_DEV)
+    probs, deltas = matterport_heads(net, ref.pyramid_roi_align(rois[0], pyramid, 7, (128, 128)))
+    window_n = ref.norm_window_graph(window, 128)
+    detections = ref.refine_detections(rois[0], probs, deltas, window_n, config)
+    mask_probs = matterport_heads(
+        net, None, ref.pyramid_roi_align(detections[:, :4], pyramid, 14, (128, 128)))
+    class_masks = mask_probs[np.arange(100), :, :, detections[:, 4].astype(int)]
+    boxes, class_ids, scores, masks = ref.unmold_detections(detections, class_masks,
+                                                            image.shape, window, 128)
+
+    n = len(boxes)
+    assert n >= 5 and set(class_ids.tolist()) == {1, 2}  # both foreground classes
+    np.testing.assert_array_equal(r["class_ids"], class_ids)
+    box_diff = np.abs(r["rois"] - boxes[:, [1, 0, 3, 2]]).max()  # ours are (x1, y1, x2, y2)
+    score_diff = np.abs(r["scores"] - scores).max()
+    inter = (r["masks"] & masks).sum(axis=(0, 1))
+    union = (r["masks"] | masks).sum(axis=(0, 1))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    print(f"{n} detections; max box diff {box_diff} px, max score diff {score_diff:.2e}, "
+          f"min mask IoU {iou.min():.4f}")
+    assert box_diff <= 1 and score_diff <= 1e-3 and iou.min() >= 0.98
+    assert r["masks"].shape == (80, 100, n) and r["keypoints"].shape == (n, 17, 3)

@@ -17,10 +17,10 @@ background and its score >= DETECTION_MIN_CONFIDENCE (padding ROIs and empty box
 dropped, as in matterport); the ROIs (the matterport ProposalLayer's, normalised) are refined
 and clipped to the normalised window in matterport's (y1, x1, y2, x2) coordinates
 (ops.matterport, no log-scale cap), and the boxes come out in those coordinates, zero padded
-(proposals.NormalizedToPixels gives pixels). NMS runs once per class on the rows of that class, in ROI
-order, as matterport's map over classes does (the same candidates for TensorFlow's NMS kernel,
-so even tied scores pick the same boxes), and the union is ranked by score, ties to the lower
-ROI index (matterport's top_k over its sorted keep set).
+(proposals.NormalizedToPixels gives pixels). NMS runs once per class on the rows of that
+class, in ROI order, as matterport's map over classes does (the same candidates for
+TensorFlow's NMS kernel, so even tied scores pick the same boxes), and the union is ranked by
+score, ties to the lower ROI index (matterport's top_k over its sorted keep set).
 
 Outputs boxes [B, D, 4] pixel (x1, y1, x2, y2), class_ids [B, D] int32, scores [B, D],
 num_detections [B] int32. The mask and keypoint heads then run on these D boxes only:

@@ -108,8 +108,42 @@ def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampli
     channels = ops.shape(features[0])[-1]
     table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
     grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
+    if border == CROP_AND_RESIZE:  # one sample per cell: nothing to average
+        return _crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size)
     samples = _sample_from_table(table, row_offset, height, width, grid, grid_size, border)
     return _average_bins(samples, output_size, sampling_ratio)
+
+
+def _crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size):
+    """tf.image.crop_and_resize's bilinear samples, with its own arithmetic, so the values are
+    the kernel's to the bit: top = tl + (tr - tl) * x_lerp, bottom likewise, then
+    top + (bottom - top) * y_lerp; samples outside [0, H - 1] are 0 -> [N, rows, cols, C]."""
+    first_y, step_y, first_x, step_x = grid
+
+    def taps(first, step, count, size):
+        pos = first[:, None] + ops.cast(ops.arange(count), "float32")[None, :] * step[:, None]
+        size = size[:, None]
+        inside = ops.logical_and(pos >= 0.0, pos <= size - 1.0)
+        pos = ops.clip(pos, 0.0, size - 1.0)
+        low = ops.floor(pos)
+        return (ops.cast(low, "int32"), ops.cast(ops.ceil(pos), "int32"), pos - low, inside)
+
+    y_lo, y_hi, y_lerp, y_in = taps(first_y, step_y, grid_size[0], height)
+    x_lo, x_hi, x_lerp, x_in = taps(first_x, step_x, grid_size[1], width)
+    row_width = ops.cast(width, "int32")[:, None, None]  # [N, 1, 1]
+    base = row_offset[:, None, None]  # [N, 1, 1]
+
+    def corner(rows, cols):  # [N, Sy, Sx, C]
+        return ops.take(table, base + rows[:, :, None] * row_width + cols[:, None, :], axis=0)
+
+    x_lerp = x_lerp[:, None, :, None]  # [N, 1, Sx, 1]
+    top_left = corner(y_lo, x_lo)
+    top = top_left + (corner(y_lo, x_hi) - top_left) * x_lerp
+    bottom_left = corner(y_hi, x_lo)
+    bottom = bottom_left + (corner(y_hi, x_hi) - bottom_left) * x_lerp
+    values = top + (bottom - top) * y_lerp[:, :, None, None]
+    inside = ops.logical_and(y_in[:, :, None], x_in[:, None, :])[..., None]  # [N, Sy, Sx, 1]
+    return ops.where(inside, values, 0.0)
 
 
 def _average_bins(samples, output_size, sampling_ratio):
