@@ -214,11 +214,20 @@ def test_matterport_preset_detect_equals_the_matterport_reference_chain(tmp_path
 
     net = model.keras_model
     trunk = keras.Model(net.input, [net.get_layer(n).output for n in (
-        "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "rpn_probs", "rpn_bbox")])
+        "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6", "rpn_probs", "rpn_bbox")])
     *pyramid, rpn_probs, rpn_bbox = [np.asarray(t) for t in trunk.predict_on_batch(inputs)]
-    pyramid = [p[0] for p in pyramid]
+    # matterport's RPN (COMPAT): per level P2..P6 the shared 3x3 conv, then (H, W, 6) logits
+    # reshaped to (H * W * 3, 2) and softmaxed, (H, W, 12) deltas to (H * W * 3, 4)
+    layer = net.get_layer
+    shared = [layer("rpn_conv_shared")(p) for p in pyramid]
+    logits = np.concatenate([np.reshape(layer("rpn_class_raw")(x), (1, -1, 2)) for x in shared], 1)
+    np.testing.assert_allclose(rpn_probs, keras.ops.softmax(logits), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(rpn_bbox, np.concatenate(
+        [np.reshape(layer("rpn_bbox_pred")(x), (1, -1, 4)) for x in shared], 1), atol=1e-4)
     anchors = ref.anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
                           config.BACKBONE_SHAPES, config.BACKBONE_STRIDES, 128)
+    assert rpn_probs.shape == (1, len(anchors), 2) == (1, 4092, 2)  # one row per anchor
+    pyramid = [p[0] for p in pyramid[:4]]
     rois, _ = ref.proposals(rpn_probs, rpn_bbox, anchors, 6000, 1000, 0.7,
                             config.RPN_BBOX_STD_DEV)
     probs, deltas = matterport_heads(net, ref.pyramid_roi_align(rois[0], pyramid, 7, (128, 128)))

@@ -196,3 +196,61 @@ def test_dynamic_heads_need_tensorflow():
         pytest.skip("the error is for the other backends")
     with pytest.raises(ValueError, match="dynamic_heads needs the TensorFlow backend"):
         build_inference_model(TinyConfig(), dynamic_heads=True)
+
+
+# ------------------------------------------------------------------------------ matterport preset
+def tiny_matterport():
+    """MatterportConfig with TinyConfig's sizes (the light backbone, 128 px, narrow heads)."""
+    from mrcnn_kp.config import MatterportConfig
+
+    sizes = ("BACKBONE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "RPN_ANCHOR_SCALES",
+             "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CHANNELS",
+             "KEYPOINT_HEAD_CONV_CHANNELS", "KEYPOINT_HEAD_NUM_CONVS",
+             "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING",
+             "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "MAX_GT_INSTANCES",
+             "DETECTION_MAX_INSTANCES", "MINI_MASK_SHAPE")
+    return MatterportConfig(NUM_CLASSES=2, IMAGES_PER_GPU=2, DETECTION_MIN_CONFIDENCE=0.0,
+                            **{name: getattr(TinyConfig, name) for name in sizes})
+
+
+def test_matterport_normalisation_is_float64_then_float32():
+    from mrcnn_kp.model.keypoint_rcnn import NormalizeImage
+
+    mean = (123.7, 116.8, 103.9)
+    image = np.arange(256, dtype=np.float32).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    want = (image.astype(np.float64) - np.array(mean)).astype(np.float32)  # mold_image, fed
+    got = np.asarray(NormalizeImage(mean, (1, 1, 1), float64=True)(image))
+    plain = np.asarray(NormalizeImage(mean, (1, 1, 1))(image))
+    if keras.backend.backend() == "tensorflow":
+        np.testing.assert_array_equal(got, want)
+        assert np.any(plain != want)  # float32(x) - float32(mean): 1 ulp apart in places
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+def test_matterport_preset_trains_and_keeps_normalised_boxes_inside():
+    from mrcnn_kp.model.proposals import NormalizedToPixels
+
+    config = tiny_matterport()
+    keras.utils.set_random_seed(0)
+    models = build_models(config)
+    batch = make_batch(config, seed=3)
+    losses = numpy(models.training(batch, training=False))
+    assert all(np.isfinite(losses[name]) for name in LOSS_NAMES)
+    out = {k: np.asarray(v) for k, v in
+           models.inference.predict_on_batch(image_inputs(batch)).items()}
+    assert set(out) == set(INFERENCE_OUTPUTS) | {"normalized_boxes"}
+    filled = out["class_ids"] > 0
+    assert filled.any() and np.all(out["boxes"][~filled] == 0)
+    norm = out["normalized_boxes"]  # matterport's (y1, x1, y2, x2), (side - 1) and far edge + 1
+    np.testing.assert_allclose(out["boxes"][filled], np.stack(
+        [norm[..., 1] * 127, norm[..., 0] * 127, norm[..., 3] * 127 + 1,
+         norm[..., 2] * 127 + 1], -1)[filled], atol=1e-4)
+    layer = NormalizedToPixels.from_config(
+        models.inference.get_layer("mrcnn_detection_pixels").get_config())
+    assert layer.image_shape == (128, 128, 3)
+    if keras.backend.backend() == "tensorflow":  # dynamic heads: the same outputs
+        dynamic = build_inference_model(config, dynamic_heads=True)
+        dynamic.set_weights(models.inference.get_weights())
+        got = {k: np.asarray(v) for k, v in dynamic.predict_on_batch(image_inputs(batch)).items()}
+        for name, value in out.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-4, err_msg=name)
