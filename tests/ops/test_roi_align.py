@@ -264,3 +264,29 @@ def test_crop_and_resize_mode_matches_matterport_definition(compiled):
     np.testing.assert_allclose(got, want, atol=2e-5)
     with pytest.raises(ValueError, match="unknown ROI pooling mode 'nearest'"):
         roi_align.pyramid_roi_align(features, boxes, box_indices, 7, 256, mode="nearest")
+
+
+def test_crop_and_resize_on_normalised_boxes_ending_on_the_far_edge_is_tfs_to_the_bit(compiled):
+    """matterport's boxes clipped to the image end at exactly 1.0; whether the last sample reads
+    the border or 0 then rests on float32 rounding, so the sampling must be the kernel's own
+    arithmetic (tf.image.crop_and_resize, via tests/matterport_reference.py), in graph mode."""
+    import matterport_reference as ref
+
+    rng = np.random.default_rng(5)
+    features = pyramid(rng, batch=1, image=128, channels=3)
+    lo = rng.uniform(0, 0.95, (200, 2)).astype(np.float32)
+    boxes = np.concatenate([lo, np.ones_like(lo)], axis=1)  # (y1, x1, 1, 1)
+    boxes[::3, 2] = rng.uniform(lo[::3, 0], 1.0)  # some end inside along y
+    fn = compiled(roi_align.pyramid_roi_align, graph=True, output_size=7, image_size=128,
+                  mode="crop_and_resize", normalized_boxes=True)
+    got = to_numpy(fn(features, boxes, np.zeros(len(boxes), np.int32)))
+    want = ref.pyramid_roi_align(boxes, [f[0] for f in features], 7, (128, 128))
+    edge = np.abs(want[:, :, -1]).max(axis=(1, 2))  # the last column: border, or 0 in TF
+    assert (edge == 0).any() and (edge > 0).any()  # both happen
+    if keras.backend.backend() == "tensorflow":
+        np.testing.assert_array_equal(got, want)
+    else:  # XLA may round the grid otherwise: compare the samples inside the boxes
+        np.testing.assert_allclose(got[:, :-1, :-1], want[:, :-1, :-1], atol=2e-5)
+    with pytest.raises(ValueError, match="normalized_boxes needs mode 'crop_and_resize'"):
+        roi_align.pyramid_roi_align(features, boxes, np.zeros(200, np.int32), 7, 128,
+                                    normalized_boxes=True)
