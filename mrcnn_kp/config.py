@@ -90,6 +90,7 @@ class Config:
     RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)  # one scale per level P2..P6, in pixels
     RPN_ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # width / height
     RPN_ANCHOR_STRIDE = 1
+    RPN_CONV_CHANNELS = 512  # rpn_conv_shared width (matterport 512; the light presets: the FPN's)
     RPN_NMS_THRESHOLD = 0.7
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256
     RPN_POSITIVE_IOU = 0.7
@@ -216,8 +217,8 @@ class Config:
                      "KEYPOINT_MASK_SHAPE", "KEYPOINT_POOL_SIZE", "POOL_SIZE", "MASK_POOL_SIZE",
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CHANNELS",
                      "KEYPOINT_HEAD_CONV_CHANNELS", "KEYPOINT_HEAD_NUM_CONVS",
-                     "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE", "PRE_NMS_LIMIT",
-                     "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE",
+                     "RPN_ANCHOR_STRIDE", "RPN_CONV_CHANNELS", "RPN_TRAIN_ANCHORS_PER_IMAGE",
+                     "PRE_NMS_LIMIT",                     "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE",
                      "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "IMAGE_MAX_DIM",
                      "IMAGE_CHANNEL_COUNT", "STEPS_PER_EPOCH", "ROI_ALIGN_SAMPLING_RATIO"):
             positive_int(name)
@@ -510,10 +511,11 @@ class CocoCpuConfig(Config):
     """Real COCO people on a CPU: ImageNet EfficientNet-Lite0 at 384 px, batch 2, AdamW.
 
     The recipe of `mrcnn-kp train --config coco_cpu --pretrained imagenet` (README, issue 13):
-    at 384 px the median COCO person with keypoints is ~64 px tall-ish (sqrt(area)), 81 % of
-    them are >= 32 px; batch-norm trains (batch statistics) so the fresh heads' BN layers
-    normalise from the first step; detection keeps low-confidence persons (0.05, as
-    torchvision) because COCO AP rewards recall.
+    at 384 px the median COCO person with keypoints has sqrt(area) ~64 px and 81 % of them
+    are >= 32 px; batch-norm trains (batch statistics) so the fresh heads' BN layers
+    normalise from the first step; the costly parts of a step are narrowed (RPN conv as wide
+    as the FPN, 16 keypoint ROIs per image, no mask head: ~2.3x faster per step); detection
+    keeps low-confidence persons (0.05, as torchvision) because COCO AP rewards recall.
     """
 
     NAME = "coco_cpu"
@@ -528,15 +530,17 @@ class CocoCpuConfig(Config):
     IMAGE_MAX_DIM = 384
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
     TOP_DOWN_PYRAMID_SIZE = 128
-    FPN_CLASSIF_FC_LAYERS_SIZE = 512
-    MASK_HEAD_CHANNELS = 64
+    RPN_CONV_CHANNELS = 128  # 512 would make the RPN the costliest layer at 384 px
+    FPN_CLASSIF_FC_LAYERS_SIZE = 256
+    USE_MASK_HEAD = False  # keypoints and boxes are the goal; the mask head doubles head cost
     KEYPOINT_HEAD_CONV_CHANNELS = 128
     KEYPOINT_HEAD_NUM_CONVS = 4
+    KEYPOINT_ROIS_PER_IMAGE = 16
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256
     PRE_NMS_LIMIT = 2000
     POST_NMS_ROIS_TRAINING = 500
     POST_NMS_ROIS_INFERENCE = 300
-    TRAIN_ROIS_PER_IMAGE = 128
+    TRAIN_ROIS_PER_IMAGE = 64
     MAX_GT_INSTANCES = 16
     MINI_MASK_SHAPE = (28, 28)
     DETECTION_MAX_INSTANCES = 20

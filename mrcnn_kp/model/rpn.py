@@ -3,7 +3,7 @@
 Per level (matterport's rpn_graph, the same three layer objects reused on P2..P6, so the weights
 of matterport's nested `rpn_model` load into them by name):
 
-    shared = rpn_conv_shared(P)          3x3 "same", 512 channels, ReLU
+    shared = rpn_conv_shared(P)          3x3 "same", RPN_CONV_CHANNELS (512), ReLU
     logits = rpn_class_raw(shared)       1x1, 2 * anchors per location (bg, fg per anchor)
     deltas = rpn_bbox_pred(shared)       1x1, 4 * anchors per location (dy, dx, log dh, log dw)
 
@@ -20,9 +20,6 @@ the RPN targets work unchanged.
 """
 import keras
 from keras import layers, ops
-
-RPN_CONV_CHANNELS = 512  # matterport's rpn_conv_shared width
-
 
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class SigmoidLogitPair(keras.layers.Layer):
@@ -43,7 +40,7 @@ def _one_logit(config):
 def build_rpn_layers(config):
     """The three shared layers (conv, class, box), named as in matterport."""
     anchors = config.NUM_ANCHORS_PER_LOCATION
-    channels = config.TOP_DOWN_PYRAMID_SIZE if _one_logit(config) else RPN_CONV_CHANNELS
+    channels = config.TOP_DOWN_PYRAMID_SIZE if _one_logit(config) else config.RPN_CONV_CHANNELS
     logits_per_anchor = 1 if _one_logit(config) else 2
     return (
         layers.Conv2D(channels, 3, padding="same", activation="relu",
@@ -58,7 +55,7 @@ def build_rpn(pyramid, config):
     conv_shared, class_raw, bbox_pred = build_rpn_layers(config)
     level_logits, level_deltas = [], []
     for level, feature in zip(range(2, 7), pyramid):
-        shared = conv_shared(feature)  # [B, H, W, 512]
+        shared = conv_shared(feature)  # [B, H, W, RPN_CONV_CHANNELS]
         logits = class_raw(shared)  # [B, H, W, 2 * anchors]
         deltas = bbox_pred(shared)  # [B, H, W, 4 * anchors]
         if _one_logit(config):  # [B, H * W * anchors, 1] -> (0, l) pairs
