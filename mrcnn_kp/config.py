@@ -218,7 +218,8 @@ class Config:
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CHANNELS",
                      "KEYPOINT_HEAD_CONV_CHANNELS", "KEYPOINT_HEAD_NUM_CONVS",
                      "RPN_ANCHOR_STRIDE", "RPN_CONV_CHANNELS", "RPN_TRAIN_ANCHORS_PER_IMAGE",
-                     "PRE_NMS_LIMIT",                     "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE",
+                     "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE",
+                     "TRAIN_ROIS_PER_IMAGE",
                      "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "IMAGE_MAX_DIM",
                      "IMAGE_CHANNEL_COUNT", "STEPS_PER_EPOCH", "ROI_ALIGN_SAMPLING_RATIO"):
             positive_int(name)
