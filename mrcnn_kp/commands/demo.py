@@ -104,7 +104,7 @@ def run(args):
 
 
 # Epochs x CpuDemoConfig.STEPS_PER_EPOCH steps: sized to fit the default 10 minutes on 2 cores.
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 20
 
 
 def evaluate(config, checkpoint, val_json, val_images, output, pictures):
