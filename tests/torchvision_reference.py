@@ -1,13 +1,14 @@
 """torchvision's keypointrcnn_resnet50_fpn on seeded random weights: the reference side of
 tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
 
-    python tests/torchvision_reference.py OUT_DIR --size 320 --images 2 --seed 0 ...
+    python tests/torchvision_reference.py OUT_DIR --shapes 240x320,300x240 --min-size 240 ...
     python tests/torchvision_reference.py --decode IN.npz OUT.npz
 
 The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
-(the uint8 images) and OUT_DIR/reference.npz: the pyramid P2..P6 (NHWC), the RPN proposals
-and the final detections (boxes, scores, labels, keypoints, keypoint scores), padded, with
-per-image counts, plus the anchors of image 0 and the keypoint logits of the detections. The
+(the uint8 images, image0, image1, ...) and OUT_DIR/reference.npz, each image run on its own
+(so padded to its own multiple of 32): per image the pyramid P2..P6 (HWC) and the anchors, and
+the RPN proposals and final detections (boxes, scores, labels, keypoints, keypoint scores),
+padded, with per-image counts, plus the keypoint logits of all detections. The
 second applies torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and
 `boxes` [N, 4] and writes `keypoints` [N, K, 3] and `scores` [N, K].
 The weights are torchvision's own initialisation (weights=None, weights_backbone=None), with
@@ -94,8 +95,10 @@ def main():
         return decode(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
-    ap.add_argument("--size", type=int, default=320)
-    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--shapes", default="240x320,300x240",
+                    help="image sizes HxW; each must need no resizing at --min-size/--max-size")
+    ap.add_argument("--min-size", type=int, default=240)
+    ap.add_argument("--max-size", type=int, default=320)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pre-nms", type=int, default=1000)
     ap.add_argument("--post-nms", type=int, default=1000)
@@ -106,43 +109,50 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = keypointrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=args.size, max_size=args.size,
+        weights=None, weights_backbone=None, min_size=args.min_size, max_size=args.max_size,
         rpn_pre_nms_top_n_test=args.pre_nms, rpn_post_nms_top_n_test=args.post_nms,
         box_detections_per_img=args.detections, box_score_thresh=args.score_thresh)
     randomize(model, args.seed)
     model.eval()
     os.makedirs(args.out_dir, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(args.out_dir, "model.pth"))
-    images = make_images(args.images, args.size, args.seed)
-    np.savez(os.path.join(args.out_dir, "images.npz"), images=images)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    side = max(max(shape) for shape in shapes)
+    squares = make_images(len(shapes), side, args.seed)
+    images = [square[:h, :w] for square, (h, w) in zip(squares, shapes)]
+    np.savez(os.path.join(args.out_dir, "images.npz"), **{f"image{i}": im
+                                                         for i, im in enumerate(images)})
 
-    tensors = [torch.from_numpy(im).permute(2, 0, 1).float() / 255.0 for im in images]
     heatmaps = []  # keypoint logits [N, K, 56, 56] of the detections, all images together
     model.roi_heads.keypoint_predictor.register_forward_hook(
         lambda module, inputs, output: heatmaps.append(output.permute(0, 2, 3, 1).numpy()))
-    with torch.no_grad():  # GeneralizedRCNN.forward, step by step, keeping what we compare
-        original_sizes = [tuple(t.shape[-2:]) for t in tensors]
-        batch, _ = model.transform(tensors)
-        features = model.backbone(batch.tensors)
-        proposals, _ = model.rpn(batch, features)
-        detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
-        detections = model.transform.postprocess(detections, batch.image_sizes, original_sizes)
-    out = {f"P{level}": features[key].permute(0, 2, 3, 1).numpy()
-           for level, key in zip(range(2, 7), ("0", "1", "2", "3", "pool"))}
-    out["batch_shape"] = np.array(batch.tensors.shape)
-    out["proposals"], out["num_proposals"] = pad_rows([p.numpy() for p in proposals],
-                                                      args.post_nms)
+    out, proposals, detections = {}, [], []
+    for i, image in enumerate(images):  # one image per batch: its own padded size
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+        with torch.no_grad():  # GeneralizedRCNN.forward, step by step, keeping what we compare
+            batch, _ = model.transform([tensor])
+            assert tuple(batch.image_sizes[0]) == image.shape[:2], "the image was resized"
+            features = model.backbone(batch.tensors)
+            image_proposals, _ = model.rpn(batch, features)
+            found, _ = model.roi_heads(features, image_proposals, batch.image_sizes)
+            found = model.transform.postprocess(found, batch.image_sizes, [image.shape[:2]])
+        for level, key in zip(range(2, 7), ("0", "1", "2", "3", "pool")):
+            out[f"P{level}_{i}"] = features[key].permute(0, 2, 3, 1).numpy()[0]
+        out[f"batch_shape_{i}"] = np.array(batch.tensors.shape)
+        out[f"anchors_{i}"] = model.rpn.anchor_generator(batch, list(features.values()))[0] \
+            .numpy()
+        proposals.append(image_proposals[0].numpy())
+        detections.append(found[0])
+    out["proposals"], out["num_proposals"] = pad_rows(proposals, args.post_nms)
     fields = {"boxes": "boxes", "scores": "scores", "labels": "labels",
               "keypoints": "keypoints", "keypoints_scores": "keypoints_scores"}
     for ours, theirs in fields.items():
         values = [d[theirs].numpy().astype(np.float32) for d in detections]
         out[ours], out["num_detections"] = pad_rows(values, args.detections)
-    out["anchors"] = model.rpn.anchor_generator(batch, list(features.values()))[0].numpy()
     out["keypoint_logits"] = np.concatenate(heatmaps)  # [sum of detections, 56, 56, K]
     out["torch_version"] = np.array(torch.__version__)
     out["torchvision_version"] = np.array(torchvision.__version__)
     np.savez(os.path.join(args.out_dir, "reference.npz"), **out)
-
 
 if __name__ == "__main__":
     main()

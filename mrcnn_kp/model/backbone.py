@@ -101,7 +101,7 @@ import re
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 RESNET_BN_EPSILON = 1e-3
 TORCHVISION_BN_EPSILON = 1e-5  # torchvision.ops.FrozenBatchNorm2d / nn.BatchNorm2d
@@ -241,6 +241,60 @@ def batch_norm(config, name, epsilon=1e-3, momentum=0.99):
                                name=name)
 
 
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class TorchvisionValidRegion(keras.layers.Layer):
+    """[x [B, H, W, C], image_meta] -> x, zero outside the region torchvision would compute.
+
+    torchvision runs each image on its resized size padded to a multiple of `divisor` (32),
+    with zero padding (of the normalised image, and of every conv) beyond it; our canvas is a
+    fixed square. Zeroing a map outside that region before each layer that looks at
+    neighbours (3x3 / 7x7 convs, the max-pool) gives the same numbers inside it, so a
+    LAYOUT "torchvision" model equals torchvision on any single image. divisor=1 zeroes
+    outside the image itself (the normalised input). The image sits at the canvas' top-left
+    corner (IMAGE_RESIZE_MODE "torchvision"); its extent is image_meta's window (y2, x2).
+    """
+
+    def __init__(self, canvas, divisor=32, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.canvas = int(canvas)
+        self.divisor = int(divisor)
+
+    def call(self, x, image_meta):
+        from mrcnn_kp.data.transforms import parse_image_meta
+
+        window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
+        extent = window[:, 2:4]  # [B, 2] (y2, x2) canvas pixels
+        if self.divisor > 1:
+            extent = ops.ceil(extent / self.divisor) * self.divisor
+        height, width = int(x.shape[1]), int(x.shape[2])
+        extent = extent * (height / self.canvas)  # in cells of this map
+        rows = ops.cast(ops.arange(height), "float32")[None, :] < extent[:, 0:1]  # [B, H]
+        cols = ops.cast(ops.arange(width), "float32")[None, :] < extent[:, 1:2]  # [B, W]
+        mask = ops.logical_and(rows[:, :, None], cols[:, None, :])[..., None]  # [B, H, W, 1]
+        return x * ops.cast(mask, x.dtype)
+
+    def compute_output_shape(self, x_shape, image_meta_shape):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(canvas=self.canvas, divisor=self.divisor)
+        return config
+
+
+def valid_region_fn(config, image_meta):
+    """valid(x, name) -> x masked by TorchvisionValidRegion (LAYOUT "torchvision" with an
+    image_meta), else x unchanged."""
+    if image_meta is None or not _is_torchvision(config):
+        return lambda x, name, divisor=32: x
+
+    def valid(x, name, divisor=32):
+        return TorchvisionValidRegion(config.IMAGE_SHAPE[0], divisor, name=name)(x, image_meta)
+
+    return valid
+
+
 # ------------------------------------------------------------------------------ ResNet
 def _resnet_conv(filters, kernel, name, strides=1, padding="valid", use_bias=True):
     """matterport's ResNet conv: with bias, glorot-uniform kernel (Keras' default)."""
@@ -252,7 +306,7 @@ def _is_torchvision(config):
     return getattr(config, "LAYOUT", "matterport") == "torchvision"
 
 
-def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv):
+def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv, valid=None):
     """One bottleneck block, matterport's conv_block / identity_block names (torchvision's
     v1.5 block under config.LAYOUT "torchvision": see the module docstring)."""
     f1, f2, f3 = filters
@@ -266,6 +320,8 @@ def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv)
     y = _resnet_conv(f1, 1, conv + "2a", strides=stride_2a, use_bias=bias)(x)
     y = batch_norm(config, bn + "2a", epsilon=eps)(y)
     y = layers.Activation("relu", name=conv + "2a_relu")(y)
+    if valid is not None:
+        y = valid(y, conv + "2b_valid")
     if stride_2b == 1:
         y = _resnet_conv(f2, 3, conv + "2b", padding="same", use_bias=bias)(y)
     else:  # torch's padding 1 on both sides
@@ -282,9 +338,10 @@ def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv)
     return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
 
 
-def build_resnet(image_tensor, config, depth):
+def build_resnet(image_tensor, config, depth, valid=None):
     """matterport's resnet_graph with stage 5: [B, S, S, 3] -> [C2, C3, C4, C5]
-    (torchvision's ResNet under config.LAYOUT "torchvision")."""
+    (torchvision's ResNet under config.LAYOUT "torchvision"; `valid` masks the inputs of its
+    3x3 convs and max-pool, see valid_region_fn)."""
     if depth not in (50, 101):
         raise ValueError(f"ResNet depth must be 50 or 101, got {depth}")
     torchvision = _is_torchvision(config)
@@ -294,6 +351,8 @@ def build_resnet(image_tensor, config, depth):
     x = batch_norm(config, "bn_conv1", epsilon=eps)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     if torchvision:
+        if valid is not None:
+            x = valid(x, "pool1_valid")
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)  # [B, S/4, S/4, 64]
     else:
@@ -304,7 +363,8 @@ def build_resnet(image_tensor, config, depth):
         for i in range(count):
             block = "a" if i == 0 else chr(98 + i - 1)
             strides = 2 if (i == 0 and stage > 2) else 1
-            x = _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv=i == 0)
+            x = _resnet_block(x, config, stage, block, filters, strides,
+                              with_shortcut_conv=i == 0, valid=valid)
         taps.append(x)
     # C2 [B, S/4, S/4, 256], C3 [B, S/8, S/8, 512], C4 [B, S/16, S/16, 1024],
     # C5 [B, S/32, S/32, 2048]
@@ -380,12 +440,14 @@ def build_efficientnet_lite0(image_tensor, config):
 
 
 # ------------------------------------------------------------------------------ public API
-def build_backbone(image_tensor, config):
-    """[B, S, S, 3] normalised image -> [C2, C3, C4, C5] at strides 4, 8, 16, 32."""
+def build_backbone(image_tensor, config, valid=None):
+    """[B, S, S, 3] normalised image -> [C2, C3, C4, C5] at strides 4, 8, 16, 32.
+
+    valid: valid_region_fn's masking (LAYOUT "torchvision" ResNets), or None."""
     if config.BACKBONE == "resnet50":
-        return build_resnet(image_tensor, config, 50)
+        return build_resnet(image_tensor, config, 50, valid)
     if config.BACKBONE == "resnet101":
-        return build_resnet(image_tensor, config, 101)
+        return build_resnet(image_tensor, config, 101, valid)
     if config.BACKBONE == "efficientnet_lite0":
         return build_efficientnet_lite0(image_tensor, config)
     raise ValueError(f"unknown BACKBONE {config.BACKBONE!r}; choose one of "

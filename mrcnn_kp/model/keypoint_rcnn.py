@@ -25,7 +25,7 @@ from keras import ops
 
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer
-from mrcnn_kp.model.backbone import build_backbone
+from mrcnn_kp.model.backbone import build_backbone, valid_region_fn
 from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDecoder,
                                       PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
@@ -175,7 +175,7 @@ def _training_outputs(config, inputs, trunk, heads):
     box_head, mask_head, keypoint_head = heads
     feature_maps = trunk["pyramid"][:4]  # P2..P5
     rpn_rois, _, rpn_valid = ProposalLayer(config, config.POST_NMS_ROIS_TRAINING, name="ROI")(
-        trunk["rpn_probs"], trunk["rpn_bbox"])  # [B, N, 4], [B, N]
+        trunk["rpn_probs"], trunk["rpn_bbox"], **trunk["proposal_inputs"])  # [B, N, 4], [B, N]
     if _matterport_boxes(config):  # the targets are matched in pixels
         rpn_rois = NormalizedToPixels(config.IMAGE_SHAPE, name="rpn_rois_pixels")(
             rpn_rois, rpn_valid)
@@ -218,7 +218,8 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     box_head, mask_head, keypoint_head = heads
     feature_maps = trunk["pyramid"][:4]
     rpn_rois, rpn_scores, rpn_valid = ProposalLayer(
-        config, config.POST_NMS_ROIS_INFERENCE, name="ROI")(trunk["rpn_probs"], trunk["rpn_bbox"])
+        config, config.POST_NMS_ROIS_INFERENCE, name="ROI")(
+        trunk["rpn_probs"], trunk["rpn_bbox"], **trunk["proposal_inputs"])
     # matterport's modes: ROIs and detections in its normalised (y1, x1, y2, x2), as its graph
     # has them (pooled as they are); the pixels of the contract are made for the outputs.
     normalized = _matterport_boxes(config)
@@ -282,17 +283,26 @@ def _output_order(name):
     return (INFERENCE_OUTPUTS.index(name), "") if name in INFERENCE_OUTPUTS else (99, name)
 
 
-def build_trunk(image, config):
+def build_trunk(image, config, image_meta=None):
     """image [B, S, S, 3] raw -> {"pyramid": [P2..P6], "rpn_class_logits", "rpn_probs",
-    "rpn_bbox"}: the part both graphs share."""
+    "rpn_bbox", "proposal_inputs"}: the part both graphs share.
+
+    With LAYOUT "torchvision" and an image_meta, the maps are zeroed beyond each image's
+    torchvision-padded size (backbone.TorchvisionValidRegion) and the proposals get the
+    image_meta (clipping to the image, anchors of that size only)."""
     normalized = NormalizeImage(
         config.MEAN_PIXEL, config.PIXEL_STD,
         float64=getattr(config, "IMAGE_NORMALIZATION", "float32") == "matterport",
         name="normalize_image")(image)
-    pyramid = build_fpn(build_backbone(normalized, config), config)
+    valid = valid_region_fn(config, image_meta)
+    normalized = valid(normalized, "normalize_image_valid", 1)
+    pyramid = build_fpn(build_backbone(normalized, config, valid), config, valid)
     rpn_class_logits, rpn_probs, rpn_bbox = build_rpn(pyramid, config)
+    torchvision = getattr(config, "LAYOUT", "matterport") == "torchvision"
+    proposal_inputs = {"image_meta": image_meta} if torchvision and image_meta is not None \
+        else {}
     return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,
-            "rpn_bbox": rpn_bbox}
+            "rpn_bbox": rpn_bbox, "proposal_inputs": proposal_inputs}
 
 
 def build_models(config, training=True, inference=True, debug=False, dynamic_heads=False):
@@ -312,7 +322,7 @@ def build_models(config, training=True, inference=True, debug=False, dynamic_hea
         raise ValueError(f"dynamic_heads needs the TensorFlow backend (JAX compiles static "
                          f"shapes only); running on {keras.backend.backend()!r}")
     inputs = build_inputs(config)
-    trunk = build_trunk(inputs["input_image"], config)
+    trunk = build_trunk(inputs["input_image"], config, inputs["input_image_meta"])
     heads = build_heads(config)
     training_model = inference_model = None
     if training:

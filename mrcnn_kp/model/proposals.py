@@ -80,10 +80,10 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(f"proposal_count {self.proposal_count} exceeds the "
                              f"{self.pre_nms_limit} boxes kept before NMS")
 
-    def call(self, rpn_probs, rpn_bbox):
-        if self.per_level:
+    def call(self, rpn_probs, rpn_bbox, image_meta=None):
+        if self.per_level:  # image_meta: clip to each image, its anchors only (torchvision)
             return per_level_proposals(self.config, self.anchors, rpn_probs, rpn_bbox,
-                                       self.proposal_count)
+                                       self.proposal_count, image_meta)
         if self.matterport:
             return self._matterport_call(rpn_probs, rpn_bbox)
         config = self.config
@@ -121,7 +121,7 @@ class ProposalLayer(keras.layers.Layer):
         roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
 
-    def compute_output_spec(self, rpn_probs, rpn_bbox):
+    def compute_output_spec(self, rpn_probs, rpn_bbox, image_meta=None):
         batch, n = rpn_probs.shape[0], self.proposal_count
         return (keras.KerasTensor((batch, n, 4), "float32"),
                 keras.KerasTensor((batch, n), "float32"),
@@ -137,16 +137,28 @@ class ProposalLayer(keras.layers.Layer):
 PER_LEVEL_MIN_SIZE = 1e-3
 
 
-def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count):
+def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, image_meta=None):
     """torchvision's RPN filter_proposals (config.LAYOUT "torchvision"), batched and static.
 
     Per pyramid level the min(PRE_NMS_LIMIT, level size) best anchors; their deltas times
     RPN_BBOX_STD_DEV applied, boxes clipped to the image, sides below PER_LEVEL_MIN_SIZE
     dropped; NMS at RPN_NMS_THRESHOLD within each level (levels moved apart by an offset, the
     batched_nms trick); the best proposal_count kept in descending score order.
+    With image_meta, "the image" is each image's window (top-left in the canvas) rather than the
+    canvas, and only the anchors of torchvision's grid for it (its size padded to 32) compete.
     -> rois [B, N, 4], scores [B, N], valid [B, N], as ProposalLayer.
     """
     scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
+    window = image_window(config)  # [4] (x1, y1, x2, y2)
+    if image_meta is not None:
+        from mrcnn_kp.data.transforms import parse_image_meta
+
+        yx = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4] y1 x1 y2 x2
+        window = ops.stack([yx[:, 1], yx[:, 0], yx[:, 3], yx[:, 2]], axis=-1)[:, None, :]
+        grid = ops.ceil(window[:, :, 2:4] / 32.0) * 32.0  # [B, 1, 2] padded (x, y) extent
+        centres = ops.convert_to_tensor((anchors[:, :2] + anchors[:, 2:]) / 2.0)  # [A, 2]
+        inside = ops.all(centres[None] < grid, axis=-1)  # [B, A]: the cell exists there
+        scores = ops.where(inside, scores, float("-inf"))
     picked_scores, picked_rows, level_ids = [], [], []
     start = 0
     for level, count in enumerate(anchor_ops.level_anchor_counts(config)):
@@ -161,7 +173,7 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count):
     deltas = gather_rows(rpn_bbox, order)  # [B, K, 4]
     picked_anchors = ops.take(ops.convert_to_tensor(anchors), order, axis=0)  # [B, K, 4]
     boxes = box_ops.decode_deltas(deltas, picked_anchors, config.RPN_BBOX_STD_DEV)
-    boxes = box_ops.clip_boxes(boxes, image_window(config))  # [B, K, 4]
+    boxes = box_ops.clip_boxes(boxes, window)  # [B, K, 4]
     big = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= PER_LEVEL_MIN_SIZE,
                           boxes[..., 3] - boxes[..., 1] >= PER_LEVEL_MIN_SIZE)
     ranked = ops.where(big, scores, float("-inf"))
