@@ -133,3 +133,28 @@ def test_torchvision_layout_keeps_the_best_per_level_and_runs_nms_within_levels(
     np.testing.assert_allclose(rois[0, 1], anchors[best], atol=1e-4)  # same box, other level
     assert not np.any(np.isclose(scores[0], 0.95)) and not np.any(np.isclose(scores[0], 0.8))
     assert valid[0].sum() == 8 and np.all(np.diff(scores[0]) <= 0)
+
+
+def test_torchvision_layout_uses_the_image_window_and_its_padded_anchor_grid():
+    """With image_meta: boxes clip to the image's window, and anchors whose cell lies beyond
+    the image's size padded to 32 (no such cell in torchvision's maps) never compete."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    from model_batches import image_meta
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=128, IMAGE_MIN_DIM=64,
+                                       IMAGE_RESIZE_MAX_SIDE=128, PRE_NMS_LIMIT=3,
+                                       POST_NMS_ROIS_INFERENCE=8, DETECTION_MAX_INSTANCES=8)
+    fg = np.full((1, config.NUM_ANCHORS), 0.1, np.float32)
+    outside = anchor_row(config, 2, 20, 4, 1)  # centre y 80 >= 64 = 60 padded to 32
+    edge = anchor_row(config, 2, 8, 22, 1)  # 32 x 32 at (88, 32): sticks out of x2 = 90
+    fg[0, [outside, edge]] = [0.99, 0.9]
+    probs = np.stack([1 - fg, fg], -1)
+    deltas = np.zeros((1, config.NUM_ANCHORS, 4), np.float32)
+    meta = image_meta(config, window=(0, 0, 60, 90))[None]  # (y1, x1, y2, x2)
+    rois, scores, valid = [np.asarray(ops.convert_to_numpy(x)) for x in
+                           ProposalLayer(config, 8)(probs, deltas, image_meta=meta)]
+    np.testing.assert_allclose(scores[0, 0], 0.9, rtol=1e-6)
+    np.testing.assert_allclose(rois[0, 0], [72, 16, 90, 48], atol=1e-4)
+    assert not np.any(np.isclose(scores[0], 0.99))
+    assert rois[0, valid[0]][:, 2].max() <= 90 and rois[0, valid[0]][:, 3].max() <= 60
