@@ -27,6 +27,11 @@ def add_arguments(parser):
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images")
     parser.add_argument("--image-ids", default=None,
                         help="comma-separated COCO image ids to evaluate (default: all)")
+    parser.add_argument("--subset", choices=("all", "train", "val"), default="all",
+                        help="evaluate one side of the deterministic held-out split that "
+                             "`mrcnn-kp train --val-fraction` trained with (default: all)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="the split's held-out fraction, as given to train (default 0.1)")
     parser.add_argument("--iou-types", default="keypoints,bbox,segm",
                         help="comma-separated subset of keypoints,bbox,segm")
     parser.add_argument("--results", default=None,
@@ -76,10 +81,19 @@ def run(args):
         if args.pictures and not args.output:
             raise CommandError("--pictures needs --output (the folder for the PNGs)")
         coco = coco_eval.load_coco(annotation)
+        if args.subset != "all":
+            from mrcnn_kp.data.coco import split_image_ids
+
+            held = split_image_ids(coco.getImgIds(), args.subset, args.val_fraction)
+            image_ids = [i for i in image_ids if i in set(held)] if image_ids else held
+            if not image_ids:
+                raise CommandError(f"--subset {args.subset} --val-fraction {args.val_fraction} "
+                                   f"selects no image")
         ids = coco_eval.select_image_ids(coco, image_ids, args.limit)
     except (CommandError, FileNotFoundError, ValueError) as exc:
         return report_error("evaluate", exc)
-    print(f"dataset: {annotation} ({len(coco.getImgIds())} images, evaluating {len(ids)})")
+    subset = "" if args.subset == "all" else f" of the {args.subset} subset"
+    print(f"dataset: {annotation} ({len(coco.getImgIds())} images, evaluating {len(ids)}{subset})")
 
     if args.results:
         return _evaluate_results_file(coco, args, iou_types,

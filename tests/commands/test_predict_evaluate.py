@@ -185,6 +185,28 @@ def test_evaluate_runs_the_model_over_coco_and_draws(coco_mini, tmp_path, standi
     assert (out / "results_keypoints.json").is_file()
 
 
+def test_evaluate_subset_is_the_held_out_split_of_train(coco_mini, tmp_path, standin, capsys):
+    """--subset val evaluates exactly the images CocoKeypointDataset(subset="val") holds out."""
+    from mrcnn_kp.data.coco import CocoKeypointDataset
+
+    ann, images = coco_mini
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", "--dataset", str(ann), "--weights", "none", "--config", "tiny",
+                     "--subset", "val", "--val-fraction", "0.02", "--output", str(out),
+                     "--iou-types", "bbox"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    evaluated = json.loads((out / "metrics.json").read_text())["image_ids"]
+    held_out = CocoKeypointDataset(str(ann), str(images), subset="val", val_fraction=0.02,
+                                   verify_images=False)
+    assert sorted(evaluated) == sorted(info["id"] for info in held_out.image_info)
+    assert len(evaluated) == round(0.02 * 919)
+    assert f"evaluating {len(evaluated)} of the val subset" in captured.out
+    code = cli.main(["evaluate", "--dataset", str(ann), "--weights", "none", "--config", "tiny",
+                     "--subset", "val", "--val-fraction", "0.0"])
+    assert code == 1 and "selects no image" in capsys.readouterr().err
+
+
 def test_evaluate_results_files(coco_mini, tmp_path, capsys):
     ann, _ = coco_mini
     coco = coco_eval.load_coco(ann)
