@@ -8,9 +8,10 @@ in this process, so the package and its test extra stay TensorFlow-only. The ven
 $PEERS_TV_PYTHON, else <tmp>/peers/tv/bin/python, else this python when it has torchvision (the
 `torchvision` extra); without one these tests skip, and fail under CI=true (.ci/run builds the
 venv). The .pth goes through `mrcnn-kp convert --from torchvision`, then our model runs on the
-same two images, 240 x 320 and 300 x 240 (min size 240, max size 320: no resizing; torchvision
-runs each on its own, padded to 256 x 320 and 320 x 256; ours places them at the top-left of its
-320 x 320 canvas), with the same limits (500 pre-NMS per level, 300 proposals, 8 detections).
+same two images, 224 x 320 and 300 x 224 (min size 224, max size 320: no resizing; torchvision
+runs each on its own, padded to 224 x 320 and 320 x 224, where its P6 anchors are 56 px apart
+along the 224 side; ours places them at the top-left of its 320 x 320 canvas), with the same
+limits (500 pre-NMS per level, 300 proposals, 8 detections).
 TensorFlow only
 (ResNet-50 twice is the budget); the layout's pieces also run on JAX in tests/ops/test_anchors.py
 and tests/model/test_{backbone,rpn,proposals,detection}.py.
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 # The package logger's handler binds sys.stderr when first made: make it now, not inside a
 # fixture whose captured stream pytest closes afterwards.
 get_logger()
-SHAPES, MIN_SIZE, SIZE = ((240, 320), (300, 240)), 240, 320  # SIZE: max side and our canvas
+SHAPES, MIN_SIZE, SIZE = ((224, 320), (300, 224)), 224, 320  # SIZE: max side and our canvas
 IMAGES, PRE_NMS, POST_NMS, DETECTIONS = len(SHAPES), 500, 300, 8
 
 
@@ -199,7 +200,7 @@ def test_pyramid_equals_torchvisions(reference, ours):
     """torchvision's maps cover each image padded to a multiple of 32; ours, the canvas: the
     same numbers where both exist (ours are zero beyond)."""
     assert [tuple(reference[f"batch_shape_{i}"]) for i in range(IMAGES)] == [
-        (1, 3, 256, 320), (1, 3, 320, 256)]
+        (1, 3, 224, 320), (1, 3, 320, 224)]
     for i in range(IMAGES):
         for level in range(2, 7):
             want = reference[f"P{level}_{i}"]
@@ -211,15 +212,19 @@ def test_pyramid_equals_torchvisions(reference, ours):
 
 @pytest.mark.tf_only
 def test_anchors_equal_torchvisions(reference, ours):
-    """torchvision's anchors of each image are ours whose cell lies in its padded size."""
+    """torchvision's anchors of each image are ours whose cell exists in its maps, placed
+    every padded size // map size pixels (P6 of a 224 side: 4 cells, 56 px apart)."""
+    from mrcnn_kp.model.proposals import torchvision_image_anchors
     from mrcnn_kp.ops.anchors import generate_pyramid_anchors
 
     anchors = generate_pyramid_anchors(ours["config"])
-    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (x, y)
-    for i, (h, w) in enumerate(SHAPES):
-        padded = np.ceil(np.array([w, h]) / 32) * 32
-        mine = anchors[np.all(centres < padded, axis=1)]
-        np.testing.assert_allclose(mine, reference[f"anchors_{i}"], atol=1e-4)
+    padded = np.array([[320, 224], [224, 320]], np.float32)  # (x, y) of each image
+    moved, inside = [np.asarray(t) for t in torchvision_image_anchors(ours["config"], anchors,
+                                                                       padded)]
+    for i in range(IMAGES):
+        np.testing.assert_allclose(moved[i][inside[i]], reference[f"anchors_{i}"], atol=1e-4)
+    p6 = reference["anchors_0"][-12:]  # the last 4 cells (row 3) of image 0's 4 x 5 P6 map
+    assert sorted({float(v) for v in (p6[:, 1] + p6[:, 3]) / 2}) == [168.0]  # 3 x 56, not 192
 
 
 @pytest.mark.tf_only

@@ -1,7 +1,7 @@
 """torchvision's keypointrcnn_resnet50_fpn on seeded random weights: the reference side of
 tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
 
-    python tests/torchvision_reference.py OUT_DIR --shapes 240x320,300x240 --min-size 240 ...
+    python tests/torchvision_reference.py OUT_DIR --shapes 224x320,300x224 --min-size 224 ...
     python tests/torchvision_reference.py --decode IN.npz OUT.npz
 
 The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
@@ -95,9 +95,9 @@ def main():
         return decode(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir")
-    ap.add_argument("--shapes", default="240x320,300x240",
+    ap.add_argument("--shapes", default="224x320,300x224",
                     help="image sizes HxW; each must need no resizing at --min-size/--max-size")
-    ap.add_argument("--min-size", type=int, default=240)
+    ap.add_argument("--min-size", type=int, default=224)
     ap.add_argument("--max-size", type=int, default=320)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pre-nms", type=int, default=1000)

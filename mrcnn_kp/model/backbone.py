@@ -283,6 +283,25 @@ class TorchvisionValidRegion(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class TorchvisionEdgeCopy(TorchvisionValidRegion):
+    """[x [B, H, W, C], image_meta] -> x whose first row and column beyond the image's padded
+    size repeat the last ones inside it: ROIAlign then reads there what torchvision's reads
+    at its map's border (a sample in the last cell clamps to the last row / column)."""
+
+    def call(self, x, image_meta):
+        from mrcnn_kp.data.transforms import parse_image_meta
+
+        window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
+        extent = ops.ceil(window[:, 2:4] / self.divisor) * self.divisor
+        height, width = int(x.shape[1]), int(x.shape[2])
+        extent = extent * (height / self.canvas)  # [B, 2] cells of this map
+        row = ops.cast(ops.arange(height), "float32")[None, :] == extent[:, 0:1]  # [B, H]
+        x = ops.where(row[:, :, None, None], ops.roll(x, 1, axis=1), x)
+        col = ops.cast(ops.arange(width), "float32")[None, :] == extent[:, 1:2]  # [B, W]
+        return ops.where(col[:, None, :, None], ops.roll(x, 1, axis=2), x)
+
+
 def valid_region_fn(config, image_meta):
     """valid(x, name) -> x masked by TorchvisionValidRegion (LAYOUT "torchvision" with an
     image_meta), else x unchanged."""

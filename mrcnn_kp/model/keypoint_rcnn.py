@@ -25,7 +25,7 @@ from keras import ops
 
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer
-from mrcnn_kp.model.backbone import build_backbone, valid_region_fn
+from mrcnn_kp.model.backbone import TorchvisionEdgeCopy, build_backbone, valid_region_fn
 from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDecoder,
                                       PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
@@ -301,6 +301,9 @@ def build_trunk(image, config, image_meta=None):
     torchvision = getattr(config, "LAYOUT", "matterport") == "torchvision"
     proposal_inputs = {"image_meta": image_meta} if torchvision and image_meta is not None \
         else {}
+    if proposal_inputs:  # the heads pool P2..P5 as torchvision's ROIAlign sees its border
+        pyramid = [TorchvisionEdgeCopy(config.IMAGE_SHAPE[0], name=f"fpn_p{level}_edge")(
+            p, image_meta) for level, p in zip(range(2, 6), pyramid[:4])] + pyramid[4:]
     return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,
             "rpn_bbox": rpn_bbox, "proposal_inputs": proposal_inputs}
 

@@ -24,6 +24,7 @@ tf.image.crop_and_resize's sample on a far edge).
 detection layers.
 """
 import keras
+import numpy as np
 from keras import ops
 
 from mrcnn_kp.config import Config
@@ -137,6 +138,28 @@ class ProposalLayer(keras.layers.Layer):
 PER_LEVEL_MIN_SIZE = 1e-3
 
 
+def torchvision_image_anchors(config, anchors, padded):
+    """torchvision's anchors for images of padded size `padded` [B, 2] (x, y), from ours.
+
+    torchvision places a level's anchors every image_size // grid pixels, grid being its map
+    size; that is the level's stride except where a map size is odd before P6's stride-2
+    pooling (800 px: P6 has 13 rows, every 61 px). -> anchors [B, A, 4] (ours moved there) and
+    inside [B, A] (the anchor's cell exists in torchvision's map).
+    """
+    strides = np.concatenate([np.full(n, float(s), np.float32) for n, s in zip(
+        anchor_ops.level_anchor_counts(config), config.BACKBONE_STRIDES)])  # [A]
+    anchors = np.asarray(anchors, np.float32)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2] (x, y)
+    cells = np.round(centres / strides[:, None])  # [A, 2] (column, row)
+    padded = ops.cast(padded, "float32")
+    grid = ops.ceil(padded[:, None, :] / strides[None, :, None])  # [B, A, 2] map size
+    step = ops.floor(padded[:, None, :] / grid)  # [B, A, 2] torchvision's image_size // grid
+    shift = ops.convert_to_tensor(cells, "float32")[None] * step - centres[None]  # [B, A, 2]
+    moved = ops.convert_to_tensor(anchors)[None] + ops.concatenate([shift, shift], axis=-1)
+    inside = ops.all(ops.convert_to_tensor(cells, "float32")[None] < grid, axis=-1)
+    return moved, inside
+
+
 def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, image_meta=None):
     """torchvision's RPN filter_proposals (config.LAYOUT "torchvision"), batched and static.
 
@@ -150,15 +173,15 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
     """
     scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
     window = image_window(config)  # [4] (x1, y1, x2, y2)
+    image_anchors = None
     if image_meta is not None:
         from mrcnn_kp.data.transforms import parse_image_meta
 
         yx = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4] y1 x1 y2 x2
         window = ops.stack([yx[:, 1], yx[:, 0], yx[:, 3], yx[:, 2]], axis=-1)[:, None, :]
-        grid = ops.ceil(window[:, :, 2:4] / 32.0) * 32.0  # [B, 1, 2] padded (x, y) extent
-        centres = ops.convert_to_tensor((anchors[:, :2] + anchors[:, 2:]) / 2.0)  # [A, 2]
-        inside = ops.all(centres[None] < grid, axis=-1)  # [B, A]: the cell exists there
-        scores = ops.where(inside, scores, float("-inf"))
+        padded = ops.ceil(window[:, 0, 2:4] / 32.0) * 32.0  # [B, 2] (x, y) torchvision's size
+        image_anchors, inside = torchvision_image_anchors(config, anchors, padded)
+        scores = ops.where(inside, scores, float("-inf"))  # cells torchvision's maps lack
     picked_scores, picked_rows, level_ids = [], [], []
     start = 0
     for level, count in enumerate(anchor_ops.level_anchor_counts(config)):
@@ -171,7 +194,10 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
     scores = ops.concatenate(picked_scores, axis=1)  # [B, K]
     order = ops.concatenate(picked_rows, axis=1)  # [B, K]
     deltas = gather_rows(rpn_bbox, order)  # [B, K, 4]
-    picked_anchors = ops.take(ops.convert_to_tensor(anchors), order, axis=0)  # [B, K, 4]
+    if image_anchors is None:
+        picked_anchors = ops.take(ops.convert_to_tensor(anchors), order, axis=0)  # [B, K, 4]
+    else:
+        picked_anchors = gather_rows(image_anchors, order)
     boxes = box_ops.decode_deltas(deltas, picked_anchors, config.RPN_BBOX_STD_DEV)
     boxes = box_ops.clip_boxes(boxes, window)  # [B, K, 4]
     big = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= PER_LEVEL_MIN_SIZE,
