@@ -9,6 +9,8 @@ coordinates (docs/ARCHITECTURE.md), so a horizontal flip maps x to W - x.
 
 Images stay uint8 here; the pipeline casts once when it assembles a batch.
 """
+import math
+
 import numpy as np
 from PIL import Image
 
@@ -143,17 +145,15 @@ def _resize_uint8(image, height, width, method):
     return np.stack(planes, axis=-1)
 
 
-def place_image(image, scale, padding, side, method="pil", fill=0):
-    """Resize uint8 [H, W, C] by scale and put it into a side x side canvas at padding.
+def place_image(image, scale, padding, side, method="pil"):
+    """Resize uint8 [H, W, C] by scale and put it into a zero side x side canvas at padding.
 
-    Returns uint8 [side, side, C]. Negative padding crops (scale jitter). fill: the padding
-    value (a number or one per channel).
+    Returns uint8 [side, side, C]. Negative padding crops (scale jitter).
     """
     height, width = image.shape[:2]
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
     resized = _resize_uint8(image, new_h, new_w, method)  # [new_h, new_w, C]
     canvas = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
-    canvas[...] = np.asarray(fill, dtype=np.float64).round().astype(np.uint8)
     top, left = padding[0][0], padding[1][0]
     y1, x1, y2, x2 = window_from_padding(new_h, new_w, padding, side)
     canvas[y1:y2, x1:x2] = resized[y1 - top:y2 - top, x1 - left:x2 - left]
@@ -161,8 +161,8 @@ def place_image(image, scale, padding, side, method="pil", fill=0):
 
 
 def resize_image(image, config, method="pil"):
-    """matterport's "square" mode (or torchvision's, see compute_scale): returns (image,
-    window, scale, padding).
+    """matterport's "square" mode (or torchvision's: see compute_scale and
+    _resize_image_torchvision, float32 out): returns (image, window, scale, padding).
 
     image: uint8 [H, W, 3] -> uint8 [IMAGE_MAX_DIM, IMAGE_MAX_DIM, 3] (bilinear, zero padding,
     centred); window (y1, x1, y2, x2) of the image in the canvas; scale (float); padding
@@ -174,18 +174,57 @@ def resize_image(image, config, method="pil"):
     height, width = image.shape[:2]
     side = config.IMAGE_MAX_DIM
     scale = compute_scale(height, width, config)
-    new_h, new_w = int(round(height * scale)), int(round(width * scale))
-    fill = 0
     if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
-        # top-left, and padded with the mean pixel: (nearly) 0 after normalisation, like
-        # torchvision's zero padding of the normalised batch
-        padding = top_left_padding(new_h, new_w, side)
-        fill = config.MEAN_PIXEL
-    else:
-        padding = centred_padding(new_h, new_w, side)
+        return _resize_image_torchvision(image, scale, side, config.MEAN_PIXEL)
+    new_h, new_w = int(round(height * scale)), int(round(width * scale))
+    padding = centred_padding(new_h, new_w, side)
     window = window_from_padding(new_h, new_w, padding, side)
-    return (place_image(image, scale, padding, side, method, fill=fill), window, scale,
-            padding)
+    return place_image(image, scale, padding, side, method), window, scale, padding
+
+
+def torchvision_resized_size(height, width, scale):
+    """torchvision's (interpolate's) size of an image resized by scale: floor, not round."""
+    return int(math.floor(float(height) * scale)), int(math.floor(float(width) * scale))
+
+
+def _bilinear_taps(in_size, out_size):
+    """torch's bilinear (align_corners=False, no antialias) along one axis: source index
+    pairs and weights of each output pixel."""
+    source = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = (source - low).astype(np.float32)[:, None]
+    return low, high, 1.0 - frac, frac
+
+
+def resize_bilinear_float(image, height, width):
+    """[H, W, C] -> float32 [height, width, C], torch.nn.functional.interpolate(bilinear,
+    align_corners=False) as torchvision's transform resizes (no rounding to uint8)."""
+    image = np.asarray(image, np.float32)
+    if image.shape[:2] == (height, width):
+        return image.copy()
+    low, high, w_low, w_high = _bilinear_taps(image.shape[0], height)
+    rows = image[low] * w_low[..., None] + image[high] * w_high[..., None]  # [height, W, C]
+    low, high, w_low, w_high = _bilinear_taps(image.shape[1], width)
+    return rows[:, low] * w_low[None] + rows[:, high] * w_high[None]
+
+
+def _resize_image_torchvision(image, scale, side, fill):
+    """IMAGE_RESIZE_MODE "torchvision": float bilinear to the floored size, top-left, padded
+    with the mean pixel (0 after normalisation; the model zeroes it anyway) -> float32."""
+    new_h, new_w = torchvision_resized_size(image.shape[0], image.shape[1], scale)
+    canvas = np.empty((side, side, image.shape[2]), np.float32)
+    canvas[...] = np.asarray(fill, np.float32)
+    canvas[:new_h, :new_w] = resize_bilinear_float(image, new_h, new_w)
+    padding = top_left_padding(new_h, new_w, side)
+    return canvas, (0, 0, new_h, new_w), scale, padding
+
+
+def torchvision_unmold_scale(window, original_shape):
+    """torchvision's per-axis ratios (resized / original) (y, x), for unmold_boxes and
+    unmold_keypoints under IMAGE_RESIZE_MODE "torchvision"."""
+    return ((window[2] - window[0]) / float(original_shape[0]),
+            (window[3] - window[1]) / float(original_shape[1]))
 
 
 # ------------------------------------------------------------------ boxes, keypoints, masks
@@ -274,12 +313,15 @@ def random_scale_factor(config, rng):
 def unmold_boxes(boxes, window, scale, original_shape=None):
     """Molded-pixel boxes [..., 4] (x1, y1, x2, y2) -> original-image pixels.
 
-    window (y1, x1, y2, x2) and scale come from image_meta (parse_image_meta); original_shape
+    window (y1, x1, y2, x2) and scale come from image_meta (parse_image_meta), or scale is a
+    (y, x) pair (torchvision_unmold_scale); original_shape
     (h, w, ...) clips the result to the image. Inverse of resize_image + resize_boxes.
     """
     boxes = np.asarray(boxes, dtype=np.float32)
     wy1, wx1 = float(window[0]), float(window[1])
-    out = (boxes - np.array([wx1, wy1, wx1, wy1], dtype=np.float32)) / np.float32(scale)
+    sy, sx = _axis_scales(scale)
+    out = (boxes - np.array([wx1, wy1, wx1, wy1], dtype=np.float32)) / \
+        np.array([sx, sy, sx, sy], dtype=np.float32)
     if original_shape is not None:
         height, width = float(original_shape[0]), float(original_shape[1])
         out[..., 0::2] = np.clip(out[..., 0::2], 0.0, width)
@@ -293,6 +335,15 @@ def unmold_keypoints(keypoints, window, scale):
     keypoints = np.asarray(keypoints, dtype=np.float32)
     out = keypoints.copy()
     wy1, wx1 = float(window[0]), float(window[1])
-    out[..., 0] = (keypoints[..., 0] - wx1) / np.float32(scale)
-    out[..., 1] = (keypoints[..., 1] - wy1) / np.float32(scale)
+    sy, sx = _axis_scales(scale)
+    out[..., 0] = (keypoints[..., 0] - wx1) / np.float32(sx)
+    out[..., 1] = (keypoints[..., 1] - wy1) / np.float32(sy)
     return out
+
+
+def _axis_scales(scale):
+    """A scale, or (y, x) scales (torchvision_unmold_scale) -> (y, x)."""
+    if np.ndim(scale) == 0:
+        return float(scale), float(scale)
+    sy, sx = scale
+    return float(sy), float(sx)

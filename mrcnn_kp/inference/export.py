@@ -145,15 +145,20 @@ def mold_image(image, config, exact=True):
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = compute_scale(height, width, config, dtype)
-    new_h = tf.cast(tf.round(tf.cast(height, dtype) * scale), tf.int32)
-    new_w = tf.cast(tf.round(tf.cast(width, dtype) * scale), tf.int32)
-    # Same size gives identity weights, so no branch is needed for unscaled images.
-    resized = resize_bilinear_like_pillow(image, new_h, new_w, exact)  # uint8 [new_h, new_w, 3]
     fill = tf.zeros([3], tf.float32)
     if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":  # as transforms
+        # floored sizes, float bilinear (tf's half-pixel bilinear is torch's), top-left
+        new_h = tf.cast(tf.floor(tf.cast(height, dtype) * scale), tf.int32)
+        new_w = tf.cast(tf.floor(tf.cast(width, dtype) * scale), tf.int32)
+        resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]),
+                                  method="bilinear", antialias=False)
         top = left = tf.zeros([], tf.int32)
-        fill = tf.constant([float(round(v)) for v in config.MEAN_PIXEL], tf.float32)
+        fill = tf.constant([float(v) for v in config.MEAN_PIXEL], tf.float32)
     else:
+        new_h = tf.cast(tf.round(tf.cast(height, dtype) * scale), tf.int32)
+        new_w = tf.cast(tf.round(tf.cast(width, dtype) * scale), tf.int32)
+        # Same size gives identity weights, so no branch is needed for unscaled images.
+        resized = resize_bilinear_like_pillow(image, new_h, new_w, exact)  # uint8 [new_h, new_w]
         top = (side - new_h) // 2
         left = (side - new_w) // 2
     molded = tf.pad(tf.cast(resized, tf.float32) - fill,
@@ -218,7 +223,10 @@ def unmold_outputs(outputs, window, scale, height, width, paste=False):
     h_f = tf.cast(height, tf.float32)
     class_ids = tf.cast(outputs["class_ids"], tf.int32)  # [D]
     count = tf.cast(tf.reshape(outputs["num_detections"], []), tf.int32)
-    unclipped = (tf.cast(outputs["boxes"], tf.float32) - tf.stack([wx1, wy1, wx1, wy1])) / scale
+    scale = tf.cast(scale, tf.float32)  # one factor, or (y, x) factors
+    sy, sx = (scale, scale) if scale.shape.rank == 0 else (scale[0], scale[1])
+    unclipped = (tf.cast(outputs["boxes"], tf.float32) - tf.stack([wx1, wy1, wx1, wy1])) / \
+        tf.stack([sx, sy, sx, sy])
     lows = tf.zeros([4])
     highs = tf.stack([w_f, h_f, w_f, h_f])
     boxes = tf.clip_by_value(unclipped, lows, highs)  # [D, 4]
@@ -241,8 +249,8 @@ def unmold_outputs(outputs, window, scale, height, width, paste=False):
     }
     if outputs.get("keypoints") is not None:
         keypoints = tf.cast(outputs["keypoints"], tf.float32)  # [D, K, 3]
-        kx = tf.clip_by_value((keypoints[..., 0] - wx1) / scale, 0.0, w_f)
-        ky = tf.clip_by_value((keypoints[..., 1] - wy1) / scale, 0.0, h_f)
+        kx = tf.clip_by_value((keypoints[..., 0] - wx1) / sx, 0.0, w_f)
+        ky = tf.clip_by_value((keypoints[..., 1] - wy1) / sy, 0.0, h_f)
         result["keypoints"] = take(tf.stack([kx, ky, keypoints[..., 2]], axis=-1))
     if outputs.get("masks") is not None:
         probs = take(tf.cast(outputs["masks"], tf.float32))  # [D, m, m]
@@ -264,6 +272,8 @@ def make_serving_function(model, config, paste_masks=False, exact=True):
                          training=False)
         one = {name: value[0] for name, value in outputs.items()}
         shape = tf.shape(image)
+        if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":  # per-axis ratios
+            scale = tf.cast(window[2:4], tf.float32) / tf.cast(shape[:2], tf.float32)
         return unmold_outputs(one, window, scale, shape[0], shape[1], paste=paste_masks)
 
     return serve

@@ -229,7 +229,8 @@ def unmold_detections(outputs, image_shape, window, scale):
 
     outputs: boxes [D, 4], class_ids [D], scores [D], masks [D, m, m] (optional),
         keypoints [D, K, 3] (optional), num_detections (scalar), as numpy.
-    window: (y1, x1, y2, x2) of the image inside the molded square; scale: the resize factor.
+    window: (y1, x1, y2, x2) of the image inside the molded square; scale: the resize factor
+        (or (y, x) factors: transforms.torchvision_unmold_scale).
     """
     from mrcnn_kp.data import transforms
 
@@ -356,6 +357,13 @@ class Predictor:
             if matterport:
                 results.append(unmold_detections_matterport(
                     one, image.shape, windows[i], self.config.IMAGE_SHAPE, scales[i]))
+            elif getattr(self.config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
+                # torchvision's postprocess: a ratio per axis (its sizes are floored)
+                from mrcnn_kp.data.transforms import torchvision_unmold_scale
+
+                results.append(unmold_detections(
+                    one, image.shape, windows[i],
+                    torchvision_unmold_scale(windows[i], image.shape)))
             else:
                 results.append(unmold_detections(one, image.shape, windows[i], scales[i]))
         return results

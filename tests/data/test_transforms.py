@@ -177,22 +177,36 @@ def test_random_scale_factor_stays_in_range_and_is_off_by_default():
 
 
 @pytest.mark.parametrize("shape, scale, resized", [
-    ((480, 640, 3), 800 / 480, (800, 1067)),  # short side to 800
+    ((480, 640, 3), 800 / 480, (800, 1066)),  # short side to 800; sizes floored (torch)
     ((400, 1200, 3), 1333 / 1200, (444, 1333)),  # long side capped at 1333
     ((1600, 1000, 3), 800 / 1000, (1280, 800)),  # shrinks too (matterport's square does not)
 ])
 def test_torchvision_resize_mode(shape, scale, resized):
-    """IMAGE_RESIZE_MODE "torchvision": min(800 / short, 1333 / long), top-left, mean padding."""
+    """IMAGE_RESIZE_MODE "torchvision": min(800 / short, 1333 / long), floored sizes, float
+    bilinear, top-left, mean padding; unmolding by per-axis ratios as torchvision's."""
     from mrcnn_kp.config import TorchvisionKeypointConfig
 
     config = TorchvisionKeypointConfig()
     image = np.full(shape, 200, np.uint8)
     molded, window, got_scale, padding = transforms.resize_image(image, config)
     assert got_scale == pytest.approx(scale)
-    assert molded.shape == (1344, 1344, 3)
+    assert molded.shape == (1344, 1344, 3) and molded.dtype == np.float32
     assert window == (0, 0) + resized and padding[0][0] == 0 and padding[1][0] == 0
-    assert (molded[:resized[0], :resized[1]] == 200).all()
-    np.testing.assert_array_equal(molded[-1, -1], [124, 116, 104])  # round(MEAN_PIXEL)
-    boxes = transforms.resize_boxes(np.array([[10.0, 20.0, 30.0, 40.0]]), got_scale, padding)
-    np.testing.assert_allclose(boxes, [[10 * scale, 20 * scale, 30 * scale, 40 * scale]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(molded[:resized[0], :resized[1]], 200, rtol=1e-6)
+    np.testing.assert_allclose(molded[-1, -1], config.MEAN_PIXEL)
+    ratios = transforms.torchvision_unmold_scale(window, shape)
+    assert ratios == (resized[0] / shape[0], resized[1] / shape[1])
+    box = np.array([[resized[1] / 2, 0.0, resized[1], resized[0]]], np.float32)
+    np.testing.assert_allclose(transforms.unmold_boxes(box, window, ratios),
+                               [[shape[1] / 2, 0, shape[1], shape[0]]], rtol=1e-5)
+
+
+def test_float_bilinear_resize_equals_torch_interpolate():
+    torch = pytest.importorskip("torch")
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3)).astype(np.uint8)
+    for size in ((61, 88), (20, 29), (37, 53)):
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=size, mode="bilinear",
+            align_corners=False)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(transforms.resize_bilinear_float(image, *size), want,
+                                   atol=1e-3)

@@ -326,7 +326,7 @@ def test_real_model_onnx_matches_the_predictor(tmp_path, real_model):
 @pytest.mark.parametrize("height, width", [(480, 640), (400, 1200), (1600, 1000), (64, 48)])
 def test_mold_image_follows_the_torchvision_resize_mode(height, width):
     """TorchvisionKeypointConfig: the exported molding equals transforms.resize_image's
-    (top-left, mean padding, min(800 / short, 1333 / long))."""
+    (min(800 / short, 1333 / long), floored sizes, float bilinear, top-left, mean padding)."""
     from mrcnn_kp.config import TorchvisionKeypointConfig
     from mrcnn_kp.data import transforms
 
@@ -336,4 +336,5 @@ def test_mold_image_follows_the_torchvision_resize_mode(height, width):
     want, want_window, want_scale, _ = transforms.resize_image(image, config)
     assert tuple(window.numpy()) == tuple(want_window)
     assert scale.numpy() == np.float32(want_scale)
-    np.testing.assert_array_equal(molded.numpy(), want.astype(np.float32))
+    # tf's half-pixel bilinear is torch's up to its float32 coordinate arithmetic (1 / 5000)
+    np.testing.assert_allclose(molded.numpy(), want, atol=0.02)
