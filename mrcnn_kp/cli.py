@@ -61,6 +61,9 @@ def main(argv=None):
         print(f"mrcnn-kp {args.command}: not built yet in this version of mrcnn_kp.",
               file=sys.stderr)
         return NOT_BUILT
+    from mrcnn_kp.ops.backend import tune_cpu_threads
+
+    tune_cpu_threads()
     return int(module.run(args) or 0)
 
 
