@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from mrcnn_kp.commands.predict import (CommandError, add_model_arguments, load_model,
-                                       model_errors, report_error)
+from mrcnn_kp.commands.predict import (CommandError, add_model_arguments, model_errors,
+                                       report_error)
 
 HELP = "COCO keypoint / bbox / segm AP of a model on a COCO-format dataset"
 
@@ -100,7 +100,11 @@ def run(args):
                                       ids if (image_ids or args.limit) else None)
 
     try:
-        predictor, config, _ = load_model(args)
+        # looked up at call time: a module-level binding would keep whatever load_model was
+        # when this module was first imported (tests monkeypatch it)
+        from mrcnn_kp.commands import predict as predict_command
+
+        predictor, config, _ = predict_command.load_model(args)
     except model_errors() as exc:
         return report_error("evaluate", exc)
     if "segm" in iou_types and not config.USE_MASK_HEAD:  # e.g. --config torchvision
