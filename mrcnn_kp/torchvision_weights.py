@@ -269,6 +269,8 @@ def convert_torchvision(source, output, config=None):
 
     config = config or TorchvisionKeypointConfig()
     torchvision_weight_map(config)  # layout check before the (slow) build
+    if isinstance(source, (str, os.PathLike)):  # a bad or unsafe file fails before the build
+        source = read_torchvision_state_dict(source)
     model = build_inference_model(config)
     report = load_torchvision_weights(model, source, config)
     save_weights(model, output, config=config)
