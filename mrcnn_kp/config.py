@@ -76,6 +76,10 @@ class Config:
     BACKBONE = "resnet50"
     BACKBONE_STRIDES = (4, 8, 16, 32, 64)
     TRAIN_BN = False  # False: batch-norm frozen (inference mode) while training
+    # Moving-statistics momentum of trained batch-norm (Keras' 0.99). Training from scratch or
+    # with a fast optimizer, 0.99 lags the weights: inference then normalises with stale
+    # statistics (the demo scored 0 for every person while its training class loss was 0.24).
+    BN_MOMENTUM = 0.99
     TOP_DOWN_PYRAMID_SIZE = 256  # FPN channels
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
     MASK_HEAD_CHANNELS = 256
@@ -256,6 +260,8 @@ class Config:
                 tuple(self.PIXEL_STD)):
             fail(f"IMAGE_NORMALIZATION 'matterport' subtracts MEAN_PIXEL only; PIXEL_STD must be "
                  f"all 1, got {tuple(self.PIXEL_STD)}")
+        if not 0.0 <= float(self.BN_MOMENTUM) < 1.0:
+            fail(f"BN_MOMENTUM must be in [0, 1), got {self.BN_MOMENTUM!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail(f"unknown OPTIMIZER {self.OPTIMIZER!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.LR_SCHEDULE not in LR_SCHEDULES:
@@ -443,6 +449,7 @@ class CpuDemoConfig(Config):
     MEAN_PIXEL = (127.0, 127.0, 127.0)
     PIXEL_STD = (128.0, 128.0, 128.0)
     TRAIN_BN = True
+    BN_MOMENTUM = 0.9  # moving statistics that keep up with AdamW
     IMAGE_MIN_DIM = 256
     IMAGE_MAX_DIM = 256
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
@@ -531,6 +538,7 @@ class CocoCpuConfig(Config):
     MEAN_PIXEL = (127.0, 127.0, 127.0)  # what the ImageNet Lite0 weights expect
     PIXEL_STD = (128.0, 128.0, 128.0)
     TRAIN_BN = True
+    BN_MOMENTUM = 0.9  # moving statistics that keep up with AdamW
     IMAGE_MIN_DIM = 384
     IMAGE_MAX_DIM = 384
     RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)

@@ -19,8 +19,8 @@ stages by a regex over names (`backbone_stage_regex`):
   the lukemelas-style `efficientnet_lite_pytorch` package). Convolutions have no bias; "same"
   padding is TF's (the extra row/column of a stride-2 conv at the bottom/right), which is also
   what lukemelas' `Conv2dStaticSamePadding` does, so converted weights give the same numbers.
-  Batch-norm epsilon 1e-3, momentum 0.99 (torch's 0.01). Drop-connect (stochastic depth) is left
-  out: the detector trains with it off. Taps: C2..C5 = outputs of the 24-, 40- and 112-channel
+  Batch-norm epsilon 1e-3, momentum config.BN_MOMENTUM (0.99 = torch's 0.01). Drop-connect
+  (stochastic depth) is left out: the detector trains with it off. Taps: C2..C5 = outputs of the 24-, 40- and 112-channel
   stages and of the 1280-channel head (ReLU6(BN(1x1 conv of the 320-channel stage))), so every
   pretrained tensor except the classifier `_fc` is used.
 
@@ -106,7 +106,7 @@ from keras import layers, ops
 RESNET_BN_EPSILON = 1e-3
 TORCHVISION_BN_EPSILON = 1e-5  # torchvision.ops.FrozenBatchNorm2d / nn.BatchNorm2d
 LITE0_BN_EPSILON = 1e-3
-LITE0_BN_MOMENTUM = 0.99  # Keras convention; torch's momentum 0.01
+
 
 # Per backbone: name prefixes of each stride level (1 = stride 2 incl. the stem ... 5 = stride 32),
 # the layer names of the C2..C5 taps and their channel counts. Documentation and the source of
@@ -235,8 +235,10 @@ def glorot_uniform():
     return HostVarianceScaling(1.0, "fan_avg", "uniform")
 
 
-def batch_norm(config, name, epsilon=1e-3, momentum=0.99):
-    """The model's batch-norm layer: frozen unless config.TRAIN_BN."""
+def batch_norm(config, name, epsilon=1e-3, momentum=None):
+    """The model's batch-norm layer: frozen unless config.TRAIN_BN; momentum of its moving
+    statistics config.BN_MOMENTUM unless given."""
+    momentum = config.BN_MOMENTUM if momentum is None else momentum
     return FrozenableBatchNorm(frozen=not config.TRAIN_BN, epsilon=epsilon, momentum=momentum,
                                name=name)
 
@@ -423,16 +425,16 @@ def _lite0_block(x, config, spec):
     if spec["expand"] != 1:
         y = layers.Conv2D(hidden, 1, use_bias=False, kernel_initializer=_lite0_conv_init(),
                           name=name + "_expand_conv")(y)
-        y = batch_norm(config, name + "_expand_bn", LITE0_BN_EPSILON, LITE0_BN_MOMENTUM)(y)
+        y = batch_norm(config, name + "_expand_bn", LITE0_BN_EPSILON)(y)
         y = layers.ReLU(6.0, name=name + "_expand_relu")(y)
     y = layers.DepthwiseConv2D(spec["kernel"], strides=spec["stride"], padding="same",
                                use_bias=False, depthwise_initializer=_lite0_conv_init(),
                                name=name + "_dwconv")(y)
-    y = batch_norm(config, name + "_dw_bn", LITE0_BN_EPSILON, LITE0_BN_MOMENTUM)(y)
+    y = batch_norm(config, name + "_dw_bn", LITE0_BN_EPSILON)(y)
     y = layers.ReLU(6.0, name=name + "_dw_relu")(y)
     y = layers.Conv2D(spec["out_channels"], 1, use_bias=False,
                       kernel_initializer=_lite0_conv_init(), name=name + "_project_conv")(y)
-    y = batch_norm(config, name + "_project_bn", LITE0_BN_EPSILON, LITE0_BN_MOMENTUM)(y)
+    y = batch_norm(config, name + "_project_bn", LITE0_BN_EPSILON)(y)
     if spec["stride"] == 1 and spec["in_channels"] == spec["out_channels"]:
         y = layers.Add(name=name + "_add")([y, x])
     # A named identity so every block output (and so every tap) has a stable layer name.
@@ -443,7 +445,7 @@ def build_efficientnet_lite0(image_tensor, config):
     """EfficientNet-Lite0 features: [B, S, S, 3] -> [C2, C3, C4, C5] (24, 40, 112, 1280 ch)."""
     x = layers.Conv2D(LITE0_STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False,
                       kernel_initializer=_lite0_conv_init(), name="lite0_stem_conv")(image_tensor)
-    x = batch_norm(config, "lite0_stem_bn", LITE0_BN_EPSILON, LITE0_BN_MOMENTUM)(x)
+    x = batch_norm(config, "lite0_stem_bn", LITE0_BN_EPSILON)(x)
     x = layers.ReLU(6.0, name="lite0_stem_relu")(x)  # [B, S/2, S/2, 32]
     taps = []
     for spec in lite0_block_specs():
@@ -452,7 +454,7 @@ def build_efficientnet_lite0(image_tensor, config):
             taps.append(x)  # C2 [B, S/4, S/4, 24], C3 [B, S/8, S/8, 40], C4 [B, S/16, S/16, 112]
     x = layers.Conv2D(LITE0_HEAD_CHANNELS, 1, use_bias=False, kernel_initializer=_lite0_conv_init(),
                       name="lite0_stage5_head_conv")(x)
-    x = batch_norm(config, "lite0_stage5_head_bn", LITE0_BN_EPSILON, LITE0_BN_MOMENTUM)(x)
+    x = batch_norm(config, "lite0_stage5_head_bn", LITE0_BN_EPSILON)(x)
     x = layers.ReLU(6.0, name="lite0_stage5_head_relu")(x)  # C5 [B, S/32, S/32, 1280]
     taps.append(x)
     return taps
