@@ -20,9 +20,9 @@ stages by a regex over names (`backbone_stage_regex`):
   padding is TF's (the extra row/column of a stride-2 conv at the bottom/right), which is also
   what lukemelas' `Conv2dStaticSamePadding` does, so converted weights give the same numbers.
   Batch-norm epsilon 1e-3, momentum config.BN_MOMENTUM (0.99 = torch's 0.01). Drop-connect
-  (stochastic depth) is left out: the detector trains with it off. Taps: C2..C5 = outputs of the 24-, 40- and 112-channel
-  stages and of the 1280-channel head (ReLU6(BN(1x1 conv of the 320-channel stage))), so every
-  pretrained tensor except the classifier `_fc` is used.
+  (stochastic depth) is left out: the detector trains with it off. Taps: C2..C5 = outputs of
+  the 24-, 40- and 112-channel stages and of the 1280-channel head (ReLU6(BN(1x1 conv of the
+  320-channel stage))), so every pretrained tensor except the classifier `_fc` is used.
 
 With `config.LAYOUT == "torchvision"` the ResNets take torchvision's shape under the same layer
 names (so `mrcnn_kp.torchvision_weights` maps its state_dict onto them): ResNet v1.5, the stride
