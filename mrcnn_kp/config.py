@@ -22,6 +22,7 @@ from mrcnn_kp import constants
 
 BACKBONES = ("resnet50", "resnet101", "efficientnet_lite0")
 KEYPOINT_HEADS = ("deconv4", "humanpose")
+KEYPOINT_DECODERS = ("window", "exact")
 # "matterport": matterport's ResNet (stride on the 1x1, biased convs, BN eps 1e-3), 2-way RPN
 # softmax, BN box head. "torchvision": keypointrcnn_resnet50_fpn's (ResNet v1.5 without conv
 # biases, frozen BN eps 1e-5, torch padding, 256-channel RPN with one sigmoid logit per anchor,
@@ -66,6 +67,10 @@ class Config:
     KEYPOINT_MASK_SHAPE = 56  # side of the one-hot keypoint heatmap
     KEYPOINT_POOL_SIZE = 14  # ROIAlign output size for the keypoint head
     KEYPOINT_HEAD = "deconv4"  # "deconv4" (published) or "humanpose" (Mask_RCNN_Humanpose)
+    # Heatmap decoding at inference (ops.keypoints): "window" evaluates the bicubic resize in a
+    # window around the 56 x 56 argmax; "exact" resizes each roi's whole map (padded to the
+    # canvas side) and takes its global argmax, torchvision's heatmaps_to_keypoints exactly.
+    KEYPOINT_DECODER = "window"
     KEYPOINT_HEAD_CONV_CHANNELS = 512
     KEYPOINT_HEAD_NUM_CONVS = 8
     KEYPOINT_ROIS_PER_IMAGE = 0  # 0: every positive ROI trains the keypoint head
@@ -260,6 +265,9 @@ class Config:
                 tuple(self.PIXEL_STD)):
             fail(f"IMAGE_NORMALIZATION 'matterport' subtracts MEAN_PIXEL only; PIXEL_STD must be "
                  f"all 1, got {tuple(self.PIXEL_STD)}")
+        if self.KEYPOINT_DECODER not in KEYPOINT_DECODERS:
+            fail(f"unknown KEYPOINT_DECODER {self.KEYPOINT_DECODER!r}; choose one of "
+                 f"{', '.join(KEYPOINT_DECODERS)}")
         if not 0.0 <= float(self.BN_MOMENTUM) < 1.0:
             fail(f"BN_MOMENTUM must be in [0, 1), got {self.BN_MOMENTUM!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
@@ -514,6 +522,7 @@ class TorchvisionKeypointConfig(Config):
     KEYPOINT_HEAD = "deconv4"
     KEYPOINT_HEAD_NUM_CONVS = 8
     KEYPOINT_HEAD_CONV_CHANNELS = 512
+    KEYPOINT_DECODER = "exact"  # torchvision's global argmax of the resized map
     DETECTION_MIN_CONFIDENCE = 0.05
     DETECTION_NMS_THRESHOLD = 0.5
     DETECTION_MAX_INSTANCES = 100

@@ -26,7 +26,9 @@ Outputs boxes [B, D, 4] pixel (x1, y1, x2, y2), class_ids [B, D] int32, scores [
 num_detections [B] int32. The mask and keypoint heads then run on these D boxes only:
 `DetectionMasks` picks each detection's class channel of the mask logits and applies the
 sigmoid ([B, D, 28, 28]); `KeypointDecoder` turns [B, D, 56, 56, K] logits into (x, y, score)
-per joint with ops.keypoints.decode_heatmaps, for person detections (zeros elsewhere).
+per joint with ops.keypoints.decode_heatmaps (config.KEYPOINT_DECODER "window"), or
+decode_heatmaps_exact ("exact": torchvision's global argmax, each map resized in full, padded
+to the canvas side), for person detections (zeros elsewhere).
 """
 import keras
 from keras import ops
@@ -189,15 +191,29 @@ class DetectionMasks(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class KeypointDecoder(keras.layers.Layer):
     """[keypoint_logits [B, D, S, S, K], boxes [B, D, 4], class_ids [B, D]] -> [B, D, K, 3]
-    (x, y, score) in molded pixels; zeros for slots that are not person detections."""
+    (x, y, score) in molded pixels; zeros for slots that are not person detections.
 
-    def __init__(self, person_class_id=PERSON_CLASS_ID, **kwargs):
+    decoder: "window" (decode_heatmaps) or "exact" (decode_heatmaps_exact, which needs
+    max_pixels, a bound on the boxes' sides: the canvas side)."""
+
+    def __init__(self, person_class_id=PERSON_CLASS_ID, decoder="window", max_pixels=None,
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if decoder not in ("window", "exact"):
+            raise ValueError(f"unknown keypoint decoder {decoder!r}; choose window or exact")
+        if decoder == "exact" and not max_pixels:
+            raise ValueError("the exact keypoint decoder needs max_pixels (the canvas side)")
         self.person_class_id = int(person_class_id)
+        self.decoder = decoder
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
 
     def call(self, keypoint_logits, boxes, class_ids):
-        keypoints = keypoint_ops.decode_heatmaps(keypoint_logits, boxes)  # [B, D, K, 3]
+        if self.decoder == "exact":
+            keypoints = keypoint_ops.decode_heatmaps_exact(keypoint_logits, boxes,
+                                                           self.max_pixels)  # [B, D, K, 3]
+        else:
+            keypoints = keypoint_ops.decode_heatmaps(keypoint_logits, boxes)  # [B, D, K, 3]
         person = ops.equal(ops.cast(class_ids, "int32"), self.person_class_id)
         return ops.where(person[:, :, None, None], keypoints, 0.0)
 
@@ -207,6 +223,8 @@ class KeypointDecoder(keras.layers.Layer):
     def get_config(self):
         base = super().get_config()
         base["person_class_id"] = self.person_class_id
+        base["decoder"] = self.decoder
+        base["max_pixels"] = self.max_pixels
         return base
 
 

@@ -247,8 +247,9 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
                 normalized_boxes, class_ids, num_detections)
     keypoint_logits = keypoint_head(pooled_boxes, feature_maps,
                                     normalized=normalized)  # [B, D, 56, 56, K]
-    keypoints = KeypointDecoder(name="mrcnn_keypoints")(
-        keypoint_logits, head_boxes, head_class_ids)  # [B, D, K, 3]
+    keypoints = KeypointDecoder(
+        decoder=config.KEYPOINT_DECODER, max_pixels=max(config.IMAGE_SHAPE[:2]),
+        name="mrcnn_keypoints")(keypoint_logits, head_boxes, head_class_ids)  # [B, D, K, 3]
     outputs = {
         "boxes": boxes,  # [B, D, 4]
         "class_ids": class_ids,  # [B, D]

@@ -12,7 +12,16 @@ argmax cell of the 56x56 logits and evaluate the same bicubic interpolant only a
 (2 * radius + 1)^2 roi pixels around that cell: the result equals torchvision's whenever its
 argmax lies within that window (radius 16 covers +-1 heatmap cell for rois up to ~900 px).
 Static shapes throughout.
+
+decode_heatmaps_exact is torchvision's decoding without the window: every roi's map is resized
+in full, as W_y [P, S] @ logits @ W_x^T [S, P] (the bicubic weights of each roi pixel as
+interpolation matrices: PyTorch's source coordinate (i + 0.5) * S / ceil(side) - 0.5, a = -0.75,
+taps clamped to the map), padded to a static P >= every roi side (the canvas side), the rows
+and columns beyond the roi's masked out, and the global argmax taken (first of equal maxima, as
+torch). One roi at a time (ops.map); on TensorFlow each roi's matrices are cut to its own
+ceil(h) x ceil(w) (K h w values, torchvision's cost), on JAX (static shapes) K x P x P.
 """
+import keras
 import numpy as np
 from keras import ops
 
@@ -152,4 +161,75 @@ def decode_heatmaps(logits, rois, radius=16):
     x = per_joint(boxes[:, 0]) + (pick_x + 0.5) * per_joint(width / width_px)
     y = per_joint(boxes[:, 1]) + (pick_y + 0.5) * per_joint(height / height_px)
     out = ops.reshape(ops.stack([x, y, score], axis=-1), (num_rois, num_keypoints, 3))
+    return ops.reshape(out, tuple(lead) + (num_keypoints, 3))  # [..., K, 3]
+
+
+def interpolation_matrix(sides, heatmap_size, max_pixels):
+    """PyTorch's bicubic resize (align_corners=False) of heatmap_size cells to `sides` pixels
+    as matrices: sides [R] (integer-valued floats in [1, max_pixels]) -> weights
+    [R, max_pixels, heatmap_size] (rows >= side are zero) and valid [R, max_pixels] bool."""
+    pixels = ops.cast(ops.arange(max_pixels), "float32")[None, :]  # [1, P]
+    scale = float(heatmap_size) / sides[:, None]  # [R, 1] float32, as torch's in / out
+    source = scale * (pixels + 0.5) - 0.5  # [R, P], not clamped (torch's cubic rule)
+    base = ops.floor(source)
+    weights = _cubic_weights(source - base)  # [R, P, 4]
+    taps = base[..., None] + ops.cast(ops.arange(-1, 3), "float32")  # [R, P, 4]
+    taps = ops.cast(ops.clip(taps, 0.0, heatmap_size - 1.0), "int32")
+    matrix = ops.sum(ops.one_hot(taps, heatmap_size) * weights[..., None], axis=2)  # [R, P, S]
+    valid = pixels < sides[:, None]  # [R, P]
+    return ops.where(valid[..., None], matrix, 0.0), valid
+
+
+def decode_heatmaps_exact(logits, rois, max_pixels):
+    """decode_heatmaps with the argmax over each roi's whole resized map (torchvision's
+    heatmaps_to_keypoints exactly). max_pixels: a static bound on ceil(roi side); larger
+    sides are clamped to it (rois clipped to a canvas never exceed its side)."""
+    logits = ops.cast(ops.convert_to_tensor(logits), "float32")
+    rois = ops.cast(ops.convert_to_tensor(rois), "float32")
+    max_pixels = int(max_pixels)
+    lead = ops.shape(logits)[:-3]
+    size, num_keypoints = ops.shape(logits)[-2], ops.shape(logits)[-1]
+    maps = ops.reshape(logits, (-1, size, size, num_keypoints))  # [R, S, S, K]
+    maps = ops.transpose(maps, (0, 3, 1, 2))  # [R, K, S, S]
+    boxes = ops.reshape(rois, (-1, 4))  # [R, 4]
+
+    width = ops.maximum(boxes[:, 2] - boxes[:, 0], 1.0)  # [R]
+    height = ops.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+    width_px = ops.minimum(ops.ceil(width), float(max_pixels))  # [R] resized map size
+    height_px = ops.minimum(ops.ceil(height), float(max_pixels))
+    matrix_y, valid_y = interpolation_matrix(height_px, size, max_pixels)  # [R, P, S], [R, P]
+    matrix_x, valid_x = interpolation_matrix(width_px, size, max_pixels)
+
+    dynamic = keras.backend.backend() == "tensorflow"
+    sizes = ops.cast(ops.stack([height_px, width_px], axis=-1), "int32")  # [R, 2]
+
+    def one_roi(args):
+        heatmaps, rows, columns, inside_y, inside_x, hw = args  # [K,S,S], [P,S] x2, [P] x2, [2]
+        if dynamic:  # TensorFlow: the roi's own ceil(h) x ceil(w) map, as torchvision's
+            rows = ops.slice(rows, (0, 0), (hw[0], size))
+            columns = ops.slice(columns, (0, 0), (hw[1], size))
+            stride = hw[1]
+        else:  # static shapes (JAX): the padded map, rows and columns beyond the roi masked
+            stride = max_pixels
+        resized = ops.matmul(rows, ops.matmul(heatmaps, ops.transpose(columns)))  # [K, h, w]
+        resized = ops.reshape(resized, (num_keypoints, -1))
+        if not dynamic:
+            inside = ops.reshape(inside_y[:, None] & inside_x[None, :], (1, -1))  # [1, P * P]
+            resized = ops.where(inside, resized, float("-inf"))
+        best = ops.cast(ops.argmax(resized, axis=-1), "int32")  # [K]
+        score = ops.take_along_axis(resized, best[:, None], axis=1)[:, 0]
+        return ops.stack([ops.cast(best % stride, "float32"),
+                          ops.cast(best // stride, "float32"), score], axis=-1)  # [K, 3]
+
+    per_roi = (maps, matrix_y, matrix_x, valid_y, valid_x, sizes)
+    if dynamic:  # tf.map_fn with the output spec given (ops.map runs roi 0 first to find it)
+        import tensorflow as tf
+
+        picked = tf.map_fn(one_roi, per_roi,
+                           fn_output_signature=tf.TensorSpec((num_keypoints, 3), "float32"))
+    else:
+        picked = ops.map(one_roi, per_roi)  # [R, K, 3]
+    x = boxes[:, 0:1] + (picked[..., 0] + 0.5) * (width / width_px)[:, None]  # [R, K]
+    y = boxes[:, 1:2] + (picked[..., 1] + 0.5) * (height / height_px)[:, None]
+    out = ops.stack([x, y, picked[..., 2]], axis=-1)  # [R, K, 3]
     return ops.reshape(out, tuple(lead) + (num_keypoints, 3))  # [..., K, 3]

@@ -1,5 +1,6 @@
 """DetectionLayer on hand-set head outputs, and the mask / keypoint post-processing layers."""
 import numpy as np
+import pytest
 from keras import ops
 
 from mrcnn_kp.config import TinyConfig
@@ -89,6 +90,31 @@ def test_keypoint_decoder_decodes_person_slots_only():
     np.testing.assert_allclose(out[0, 0], expected, rtol=1e-5)
     assert np.all(out[0, 1] == 0)
     assert KeypointDecoder.from_config(KeypointDecoder().get_config()).person_class_id == 1
+
+
+def test_keypoint_decoder_exact_mode_and_its_config():
+    """decoder "exact" (the torchvision layout's) is decode_heatmaps_exact; it survives
+    get_config, and needs max_pixels."""
+    from mrcnn_kp.config import Config, ConfigError, TorchvisionKeypointConfig
+    from mrcnn_kp.ops.keypoints import decode_heatmaps_exact
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, 2, 56, 56, 3)).astype(np.float32)
+    boxes = np.array([[[10, 20, 50, 90], [0, 0, 63, 30]]], np.float32)
+    layer = KeypointDecoder(decoder="exact", max_pixels=64)
+    out = np.asarray(layer(logits, boxes, np.array([[1, 1]], np.int32)))
+    expected = np.asarray(decode_heatmaps_exact(logits[0], boxes[0], 64))
+    np.testing.assert_allclose(out[0], expected, rtol=1e-5)
+    again = KeypointDecoder.from_config(layer.get_config())
+    assert (again.decoder, again.max_pixels) == ("exact", 64)
+    with pytest.raises(ValueError, match="needs max_pixels"):
+        KeypointDecoder(decoder="exact")
+    with pytest.raises(ValueError, match="unknown keypoint decoder 'nearest'"):
+        KeypointDecoder(decoder="nearest")
+    assert Config().KEYPOINT_DECODER == "window"
+    assert TorchvisionKeypointConfig().KEYPOINT_DECODER == "exact"
+    with pytest.raises(ConfigError, match="unknown KEYPOINT_DECODER 'nearest'"):
+        Config(KEYPOINT_DECODER="nearest")
 
 
 # ------------------------------------------------------------------ matterport's DetectionLayer

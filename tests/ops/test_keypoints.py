@@ -58,8 +58,8 @@ def reference_decode(maps, rois):
     n, _, _, k = maps.shape
     out = np.zeros((n, k, 3))
     for i in range(n):
-        x1, y1, x2, y2 = rois[i].astype(np.float64)
-        w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        x1, y1, x2, y2 = rois[i].astype(np.float32)
+        w, h = max(float(x2 - x1), 1.0), max(float(y2 - y1), 1.0)  # float32 sides, as torch's
         wc, hc = int(math.ceil(w)), int(math.ceil(h))
         ry, rx = bicubic_matrix(maps.shape[1], hc), bicubic_matrix(maps.shape[2], wc)
         for j in range(k):
@@ -206,3 +206,94 @@ def test_decode_inside_a_keras_model_with_symbolic_batch(compiled, in_keras_mode
     assert shapes == [(None, 3, 17, 3)]
     want = to_numpy(compiled(keypoints.decode_heatmaps)(maps, rois))  # noisy maps: direct call
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+# ------------------------------------------------------------------ exact decoding
+ROI_SIDES = np.array([1.0, 1.3, 2.5, 7.0, 55.2, 56.0, 57.9, 113.0, 250.4, 512.0, 799.6])
+
+
+def side_rois(rng, sides):
+    """Rois whose widths and heights run through `sides` (shuffled against each other)."""
+    xy = rng.uniform(0, 50, (len(sides), 2))
+    wh = np.stack([sides, rng.permutation(sides)], axis=-1)
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+def test_reference_bicubic_is_torchs_interpolate():
+    """bicubic_matrix (the references' resize) against torch.nn.functional.interpolate."""
+    torch = __import__("pytest").importorskip("torch")
+    rng = np.random.default_rng(10)
+    heatmap = rng.normal(size=(S, S))
+    for out_h, out_w in [(1, 1), (2, 3), (55, 57), (56, 56), (113, 800), (800, 251)]:
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(heatmap)[None, None], size=(out_h, out_w), mode="bicubic",
+            align_corners=False)[0, 0].numpy()
+        got = bicubic_matrix(S, out_h) @ heatmap @ bicubic_matrix(S, out_w).T
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_interpolation_matrix_equals_reference_and_masks_padding(compiled):
+    sides = np.array([1.0, 3.0, 56.0, 70.0], np.float32)
+    matrix, valid = compiled(keypoints.interpolation_matrix, heatmap_size=S, max_pixels=80)(
+        sides)
+    matrix, valid = to_numpy(matrix), to_numpy(valid)
+    assert matrix.shape == (4, 80, S) and valid.shape == (4, 80)
+    for i, side in enumerate(sides.astype(int)):
+        # float32 weights (torch's scale in / out is float32 too)
+        np.testing.assert_allclose(matrix[i, :side], bicubic_matrix(S, side), atol=1e-5)
+        assert (matrix[i, side:] == 0).all() and valid[i].sum() == side
+
+
+def test_decode_exact_matches_reference_on_flat_random_maps(compiled):
+    """Untrained heads' maps: flat noise whose maximum may lie anywhere in the resized map
+    (the window decoder misses ~20 % of these); the exact decoder finds it every time."""
+    decode = compiled(keypoints.decode_heatmaps_exact, graph=True, max_pixels=800)
+    rng = np.random.default_rng(11)
+    rois = side_rois(rng, ROI_SIDES)
+    maps = (0.01 * rng.normal(size=(len(rois), S, S, 5))).astype(np.float32)
+    got = to_numpy(decode(maps, rois))
+    want = reference_decode(maps, rois)
+    assert got.shape == (len(rois), 5, 3)
+    assert np.abs(got[..., :2] - want[..., :2]).max() <= 1e-3  # the same pixel, every joint
+    np.testing.assert_allclose(got[..., 2], want[..., 2], atol=1e-7)
+
+
+def test_decode_exact_matches_reference_on_peaked_maps(compiled):
+    decode = compiled(keypoints.decode_heatmaps_exact, max_pixels=800)
+    rng = np.random.default_rng(12)
+    rois = side_rois(rng, ROI_SIDES)
+    n, k = len(rois), 4
+    centres = rng.uniform(2, 53, (n, k, 2))
+    sigma = rng.uniform(0.3, 3.0, (n, k, 1, 1))
+    yy, xx = np.mgrid[0:S, 0:S]
+    d2 = ((xx - centres[..., 0, None, None]) ** 2 + (yy - centres[..., 1, None, None]) ** 2)
+    maps = (8.0 * np.exp(-d2 / (2 * sigma ** 2))).transpose(0, 2, 3, 1)
+    maps = (maps + 0.01 * rng.normal(size=maps.shape)).astype(np.float32)
+    got = to_numpy(decode(maps, rois))
+    want = reference_decode(maps, rois)
+    assert np.abs(got[..., :2] - want[..., :2]).max() <= 1e-3
+    np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=1e-5)
+
+
+def test_decode_exact_batched_symbolic_and_clamped(compiled, in_keras_model):
+    """[B, D, S, S, K] in a model with an unknown batch; rois wider than max_pixels are
+    resized to max_pixels (x = x1 + (j + 0.5) * width / max_pixels)."""
+    rng = np.random.default_rng(13)
+    maps = rng.normal(size=(2, 3, S, S, 17)).astype(np.float32)
+    rois = random_rois(rng, 6, hi=60.0).reshape(2, 3, 4)
+    shapes, got = in_keras_model(
+        lambda m, r: keypoints.decode_heatmaps_exact(m, r, max_pixels=64), maps, rois)
+    assert shapes == [(None, 3, 17, 3)]
+    want = reference_decode(maps.reshape(6, S, S, 17), rois.reshape(6, 4)).reshape(2, 3, 17, 3)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-3)
+    wide = np.zeros((1, S, S, 1), np.float32)
+    wide[0, 20, S - 1, 0] = 1.0  # the right-most column: the resized map's last pixel
+    out = to_numpy(compiled(keypoints.decode_heatmaps_exact, max_pixels=64)(
+        wide, np.array([[0, 0, 640, 64]], np.float32)))
+    np.testing.assert_allclose(out[0, 0, 0], 63.5 * 10.0, atol=1e-3)
+
+
+def test_decode_exact_no_rois(compiled):
+    decode = compiled(keypoints.decode_heatmaps_exact, max_pixels=64)
+    empty = to_numpy(decode(np.zeros((0, S, S, 17), np.float32), np.zeros((0, 4), np.float32)))
+    assert empty.shape == (0, 17, 3)
