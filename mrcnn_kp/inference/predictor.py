@@ -171,6 +171,17 @@ def unmold_mask_matterport(mask_prob, box, image_shape, threshold=MASK_THRESHOLD
     return full
 
 
+def _unmold_keypoints(keypoints, keep, window, scale, image_hw):
+    """Kept detections' keypoints [n, K, 3] in original pixels, clipped to the image."""
+    from mrcnn_kp.data import transforms
+
+    height, width = image_hw
+    keypoints = transforms.unmold_keypoints(np.asarray(keypoints)[keep], window, scale)
+    keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
+    keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
+    return keypoints.astype(np.float32)
+
+
 def unmold_detections_matterport(outputs, image_shape, window, molded_shape, scale):
     """matterport's unmold_detections for one image's model outputs -> a result dict.
 
@@ -183,7 +194,6 @@ def unmold_detections_matterport(outputs, image_shape, window, molded_shape, sca
     contract; matterport's are (y1, x1, y2, x2)), float32 holding whole numbers. Keypoints
     (not in matterport) are unmolded as unmold_detections does, with `scale`.
     """
-    from mrcnn_kp.data import transforms
     from mrcnn_kp.ops import matterport as matterport_ops
 
     height, width = int(image_shape[0]), int(image_shape[1])
@@ -210,11 +220,8 @@ def unmold_detections_matterport(outputs, image_shape, window, molded_shape, sca
         "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
     }
     if outputs.get("keypoints") is not None:
-        keypoints = transforms.unmold_keypoints(np.asarray(outputs["keypoints"])[keep], window,
-                                                scale)
-        keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
-        keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
-        result["keypoints"] = keypoints.astype(np.float32)
+        result["keypoints"] = _unmold_keypoints(outputs["keypoints"], keep, window, scale,
+                                                (height, width))
     if outputs.get("masks") is not None:
         probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
         masks = np.zeros((height, width, len(keep)), bool)
@@ -248,11 +255,8 @@ def unmold_detections(outputs, image_shape, window, scale):
         "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
     }
     if outputs.get("keypoints") is not None:
-        keypoints = transforms.unmold_keypoints(np.asarray(outputs["keypoints"])[keep], window,
-                                                scale)  # [n, K, 3]
-        keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
-        keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
-        result["keypoints"] = keypoints.astype(np.float32)
+        result["keypoints"] = _unmold_keypoints(outputs["keypoints"], keep, window, scale,
+                                                (height, width))
     if outputs.get("masks") is not None:
         probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
         masks = np.zeros((height, width, len(keep)), bool)
