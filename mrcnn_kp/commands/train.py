@@ -29,7 +29,8 @@ def add_arguments(parser):
                       help="held-out share of --dataset's images for validation (0: none)")
     model = parser.add_argument_group("model")
     model.add_argument("--config", default="default",
-                       help="config preset: default, tiny or cpu_demo (default: default)")
+                       help="config preset: default, tiny, cpu_demo, coco_cpu, torchvision, "
+                            "matterport (default: default)")
     model.add_argument("--backbone", choices=("resnet50", "resnet101", "efficientnet_lite0"),
                        help="override the preset's backbone")
     model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
