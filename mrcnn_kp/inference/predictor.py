@@ -171,15 +171,33 @@ def unmold_mask_matterport(mask_prob, box, image_shape, threshold=MASK_THRESHOLD
     return full
 
 
-def _unmold_keypoints(keypoints, keep, window, scale, image_hw):
-    """Kept detections' keypoints [n, K, 3] in original pixels, clipped to the image."""
+def _kept_detections(outputs, keep, rois, mask_boxes, paste, window, scale, image_hw):
+    """The result dict of the kept detection slots, in original pixels.
+
+    keep [n] slot indices; rois [n, 4] their (x1, y1, x2, y2) boxes; mask_boxes [n, 4] the
+    boxes each mask probability is pasted into with paste(prob, box, image_hw).
+    """
     from mrcnn_kp.data import transforms
 
     height, width = image_hw
-    keypoints = transforms.unmold_keypoints(np.asarray(keypoints)[keep], window, scale)
-    keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
-    keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
-    return keypoints.astype(np.float32)
+    result = {
+        "rois": np.asarray(rois, np.float32),
+        "class_ids": np.asarray(outputs["class_ids"]).astype(np.int32).reshape(-1)[keep],
+        "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
+    }
+    if outputs.get("keypoints") is not None:
+        keypoints = transforms.unmold_keypoints(np.asarray(outputs["keypoints"])[keep], window,
+                                                scale)  # [n, K, 3]
+        keypoints[..., 0] = np.clip(keypoints[..., 0], 0.0, width)
+        keypoints[..., 1] = np.clip(keypoints[..., 1], 0.0, height)
+        result["keypoints"] = keypoints.astype(np.float32)
+    if outputs.get("masks") is not None:
+        probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
+        masks = np.zeros((height, width, len(keep)), bool)
+        for i, (prob, box) in enumerate(zip(probs, mask_boxes)):
+            masks[:, :, i] = paste(prob, box, image_hw)
+        result["masks"] = masks
+    return result
 
 
 def unmold_detections_matterport(outputs, image_shape, window, molded_shape, scale):
@@ -214,21 +232,8 @@ def unmold_detections_matterport(outputs, image_shape, window, molded_shape, sca
     boxes = matterport_ops.denorm_boxes_numpy(boxes, (height, width))  # int32 (y1, x1, y2, x2)
     keep = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)
     boxes = boxes[keep][:, [1, 0, 3, 2]]  # (x1, y1, x2, y2)
-    result = {
-        "rois": boxes.astype(np.float32),
-        "class_ids": class_ids[keep],
-        "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
-    }
-    if outputs.get("keypoints") is not None:
-        result["keypoints"] = _unmold_keypoints(outputs["keypoints"], keep, window, scale,
-                                                (height, width))
-    if outputs.get("masks") is not None:
-        probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
-        masks = np.zeros((height, width, len(keep)), bool)
-        for i, (prob, box) in enumerate(zip(probs, boxes)):
-            masks[:, :, i] = unmold_mask_matterport(prob, box, (height, width))
-        result["masks"] = masks
-    return result
+    return _kept_detections(outputs, keep, boxes, boxes, unmold_mask_matterport, window, scale,
+                            (height, width))
 
 
 def unmold_detections(outputs, image_shape, window, scale):
@@ -249,22 +254,9 @@ def unmold_detections(outputs, image_shape, window, scale):
     valid = (np.arange(len(class_ids)) < count) & (class_ids > 0)
     valid &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     keep = np.flatnonzero(valid)
-    result = {
-        "rois": boxes[keep].astype(np.float32),
-        "class_ids": class_ids[keep],
-        "scores": np.asarray(outputs["scores"], np.float32).reshape(-1)[keep],
-    }
-    if outputs.get("keypoints") is not None:
-        result["keypoints"] = _unmold_keypoints(outputs["keypoints"], keep, window, scale,
-                                                (height, width))
-    if outputs.get("masks") is not None:
-        probs = np.asarray(outputs["masks"])[keep]  # [n, m, m]
-        masks = np.zeros((height, width, len(keep)), bool)
-        # The probability covers the box as predicted, before clipping to the image.
-        for i, (prob, box) in enumerate(zip(probs, unclipped[keep])):
-            masks[:, :, i] = paste_mask(prob, box, (height, width))
-        result["masks"] = masks
-    return result
+    # The mask probability covers the box as predicted, before clipping to the image.
+    return _kept_detections(outputs, keep, boxes[keep], unclipped[keep], paste_mask, window,
+                            scale, (height, width))
 
 
 # ---------------------------------------------------------------------------- predictor
