@@ -85,7 +85,11 @@ def run(args):
             from mrcnn_kp.data.coco import split_image_ids
 
             held = split_image_ids(coco.getImgIds(), args.subset, args.val_fraction)
-            image_ids = [i for i in image_ids if i in set(held)] if image_ids else held
+            if image_ids:
+                held_set = set(held)
+                image_ids = [i for i in image_ids if i in held_set]
+            else:
+                image_ids = held
             if not image_ids:
                 raise CommandError(f"--subset {args.subset} --val-fraction {args.val_fraction} "
                                    f"selects no image")
