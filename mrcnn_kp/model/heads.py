@@ -150,15 +150,44 @@ def _roi_align(config, pool_size, name, normalized=False):
 
 
 # ------------------------------------------------------------------------------------ box head
+@keras.saving.register_keras_serializable(package="mrcnn_kp")
+class WholeInputConv2D(layers.Conv2D):
+    """A "valid" Conv2D whose kernel covers its whole input (matterport's conv-as-FC), run as one
+    matrix product: [M, k, k, C] -> [M, k * k * C] @ kernel [k * k * C, F] -> [M, 1, 1, F].
+
+    Same weights (kernel [k, k, C, F], bias [F]), names and result as Conv2D (only the
+    summation order differs); the point is the gradient: on CPU, TensorFlow's
+    Conv2DBackpropInput for a 7x7 kernel over 7x7 inputs was the costliest kernel of the box
+    head in the training profile, where a matmul's gradient is two matmuls.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        kwargs["padding"] = "valid"
+        super().__init__(filters, kernel_size, **kwargs)
+
+    def call(self, inputs):
+        # inputs [M, k, k, C]
+        kh, kw, channels, filters = self.kernel.shape
+        if tuple(inputs.shape[1:3]) != (kh, kw):
+            raise ValueError(f"{self.name}: input {tuple(inputs.shape[1:])} is not the kernel's "
+                             f"{kh}x{kw} window")
+        flat = ops.reshape(inputs, (-1, kh * kw * channels))  # [M, k*k*C]
+        out = ops.matmul(flat, ops.reshape(self.kernel, (kh * kw * channels, filters)))
+        if self.use_bias:
+            out = out + self.bias
+        if self.activation is not None:
+            out = self.activation(out)
+        return ops.reshape(out, (-1, 1, 1, filters))  # [M, 1, 1, F]
+
+
 class BoxHead:
     """ROIs -> (class logits [B, N, NUM_CLASSES], class probs, deltas [B, N, NUM_CLASSES, 4])."""
 
     def __init__(self, config):
         self.config = config
         size = config.FPN_CLASSIF_FC_LAYERS_SIZE
-        self.conv1 = layers.Conv2D(size, config.POOL_SIZE, padding="valid",
-                                   name="mrcnn_class_conv1")
-        self.conv2 = layers.Conv2D(size, 1, name="mrcnn_class_conv2")
+        self.conv1 = WholeInputConv2D(size, config.POOL_SIZE, name="mrcnn_class_conv1")
+        self.conv2 = WholeInputConv2D(size, 1, name="mrcnn_class_conv2")
         # torchvision's TwoMLPHead (fc6, fc7 + ReLU) is the same two convs without batch-norm
         two_mlp = getattr(config, "LAYOUT", "matterport") == "torchvision"
         self.bn1 = None if two_mlp else batch_norm(config, "mrcnn_class_bn1")

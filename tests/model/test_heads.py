@@ -6,7 +6,7 @@ import pytest
 
 from mrcnn_kp.config import Config, TinyConfig
 from mrcnn_kp.model.heads import (BoxHead, FirstRois, KeypointHead, MaskHead, MergeRoiAxis,
-                                  PyramidRoiAlign, SplitRoiAxis)
+                                  PyramidRoiAlign, SplitRoiAxis, WholeInputConv2D)
 
 NUM_ROIS = 3
 
@@ -140,3 +140,44 @@ def test_pyramid_roi_align_layer_config_and_modes():
         7, (128, 128, 3), True, "crop_and_resize")
     with pytest.raises(ValueError, match="unknown ROI_ALIGN_MODE 'nearest'"):
         PyramidRoiAlign(7, (128, 128, 3), mode="nearest")
+
+
+@pytest.mark.parametrize("kernel", [7, 1])
+def test_whole_input_conv_is_the_valid_conv_it_replaces(kernel):
+    """Same weights -> the same output and the same gradients as Conv2D(padding="valid")."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, kernel, kernel, 16)).astype("float32")
+    conv = keras.layers.Conv2D(24, kernel, padding="valid", activation="relu")
+    fast = WholeInputConv2D(24, kernel, activation="relu")
+    conv.build(x.shape)
+    fast.build(x.shape)
+    assert [tuple(w.shape) for w in fast.weights] == [(kernel, kernel, 16, 24), (24,)]
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.1 for w in conv.weights]
+    conv.set_weights(weights)
+    fast.set_weights(weights)
+    expected, got = np.asarray(conv(x)), np.asarray(fast(x))
+    assert got.shape == (5, 1, 1, 24)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert (expected > 0).any() and (expected == 0).any()  # the relu is applied on both
+
+    def grads(layer):
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(tf.square(layer(xt)))
+        return [np.asarray(g) for g in tape.gradient(loss, [xt] + layer.trainable_weights)]
+
+    if keras.backend.backend() == "tensorflow":
+        for g_fast, g_conv in zip(grads(fast), grads(conv)):
+            np.testing.assert_allclose(g_fast, g_conv, rtol=1e-4, atol=1e-4)
+
+
+def test_whole_input_conv_refuses_a_larger_input():
+    layer = WholeInputConv2D(4, 7)
+    with pytest.raises(ValueError, match=r"mrcnn_class_conv1: input \(9, 9, 8\) is not the "
+                                         r"kernel's 7x7 window"):
+        WholeInputConv2D(4, 7, name="mrcnn_class_conv1")(np.zeros((1, 9, 9, 8), "float32"))
+    assert layer.get_config()["padding"] == "valid"
+    assert WholeInputConv2D.from_config(layer.get_config()).kernel_size == (7, 7)
