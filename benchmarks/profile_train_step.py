@@ -3,7 +3,7 @@
 
     python benchmarks/profile_train_step.py --preset coco_cpu               # its canvas
     python benchmarks/profile_train_step.py --preset default --size 800x1067 --torchvision-like
-    python benchmarks/profile_train_step.py --small                         # TinyConfig, seconds
+    python benchmarks/profile_train_step.py --small                         # TinyConfig (tests)
 
 Builds the preset's training model (random weights, SGD as bench_train.py), runs --warmup
 untimed train_on_batch steps (tracing), then --steps steps under tf.profiler, reads the trace's

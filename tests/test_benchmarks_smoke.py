@@ -91,3 +91,21 @@ def test_training_batch_places_three_persons_in_the_window():
     kps = batch["input_gt_keypoints"][0, :3]
     assert np.all((kps[..., 0] >= boxes[:, None, 0]) & (kps[..., 0] <= boxes[:, None, 2]))
     assert (batch["input_rpn_match"] == 1).sum() > 0
+
+
+def test_profile_train_step_ranks_kernels_and_layers(tmp_path):
+    import profile_train_step
+
+    prof = run_script("profile_train_step.py", "--small", "--warmup", "1", "--steps", "1",
+                      "--top", "5", out=tmp_path / "prof.json")
+    assert prof["preset"] == "tiny" and prof["canvas"] == 128
+    assert len(prof["top"]) == 5 and len(prof["by_layer"]) == 5
+    shares = [row["share"] for row in prof["top"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0
+    assert prof["kernel_s_per_step"] > 0 and prof["wall_s_per_step"] > 0
+    # layer names come out without the model prefix and Keras' call-count suffix
+    assert profile_train_step.layer_of(
+        "gradient_tape/coco_cpu_training_1/mrcnn_class_conv1_1/MatMul:MatMul") == "mrcnn_class_conv1"
+    assert profile_train_step.layer_of("tiny_training_1/fpn_p2_1/BiasAdd:_FusedConv2D") == "fpn_p2"
+    assert any(row["name"].startswith(("mrcnn_", "rpn_", "fpn_", "res", "conv1", "bn"))
+               for row in prof["by_layer"])
