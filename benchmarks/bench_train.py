@@ -12,18 +12,17 @@ the square canvas with torchvision's benchmark persons (3 per image, 17 joints).
 step (tracing), then --repeats steps, median (--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so
 its peak RSS is its own.
 --torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
-head, 32 in the keypoint head, no mask head, conv1 and res2 frozen (trainable_backbone_layers=3),
-batch norm frozen (TRAIN_BN False, the default).
+head, 32 in the keypoint head, no mask head, and the trainer's stage "3+" (conv1 and res2
+frozen: torchvision's trainable_backbone_layers=3; batch norm frozen with no trainable
+gamma/beta, like its FrozenBatchNorm2d: TRAIN_BN False, the default). Without it every layer
+trains, batch-norm gamma/beta included.
 """
 import argparse
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
-
-FROZEN_LIKE_TORCHVISION = re.compile(r"^(conv1|bn_conv1|res2|bn2)")
 
 
 def one_batch(args, batch):
@@ -45,9 +44,9 @@ def one_batch(args, batch):
     keras.utils.set_random_seed(0)
     model = build_training_model(config)
     if args.torchvision_like:
-        for layer in model.layers:
-            if FROZEN_LIKE_TORCHVISION.match(layer.name):
-                layer.trainable = False
+        from mrcnn_kp.training.stages import set_trainable
+
+        set_trainable(model, "3+", config)
     model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4),
                   run_eagerly=args.small)  # --small: no tracing, seconds
     data = _common.training_batch(config, height, width)
