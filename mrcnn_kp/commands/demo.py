@@ -141,6 +141,7 @@ DEMO_EPOCHS = 20
 
 def evaluate(config, checkpoint, val_json, val_images, output, pictures):
     """Keypoint and box AP of the checkpoint on the validation split, plus PNGs."""
+    from mrcnn_kp.commands.predict import PICTURE_MIN_SCORE
     from mrcnn_kp.inference.coco_eval import (evaluate_coco, ground_truth_as_detections,
                                               load_coco)
     from mrcnn_kp.inference.visualize import draw_side_by_side
@@ -157,7 +158,8 @@ def evaluate(config, checkpoint, val_json, val_images, output, pictures):
         if image_id in picture_ids:
             path = os.path.join(picture_dir, f"val_{image_id:06d}.png")
             os.makedirs(picture_dir, exist_ok=True)
-            draw_side_by_side(image, ground_truth_as_detections(coco, image_id), result, path)
+            draw_side_by_side(image, ground_truth_as_detections(coco, image_id), result, path,
+                              min_score=PICTURE_MIN_SCORE)
             drawn.append(path)
 
     eval_dir = os.path.join(output, "evaluation")

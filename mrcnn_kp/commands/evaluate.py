@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from mrcnn_kp.commands.predict import (CommandError, add_model_arguments, model_errors,
-                                       report_error)
+from mrcnn_kp.commands.predict import (PICTURE_MIN_SCORE, CommandError, add_model_arguments,
+                                       model_errors, report_error)
 
 HELP = "COCO keypoint / bbox / segm AP of a model on a COCO-format dataset"
 
@@ -41,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--pictures", type=int, default=0,
                         help="draw ground truth | prediction PNGs for the first N images "
                              "(needs --output)")
+    parser.add_argument("--picture-min-score", type=float, default=PICTURE_MIN_SCORE,
+                        help="draw only detections scoring at least this (default "
+                             f"{PICTURE_MIN_SCORE}; AP uses them all)")
     add_model_arguments(parser)
 
 
@@ -116,7 +119,8 @@ def run(args):
         print("segm skipped: the model has no mask head (USE_MASK_HEAD is False)")
         if not iou_types:
             return report_error("evaluate", "--iou-types segm needs a model with a mask head")
-    on_result = _picture_writer(coco, Path(args.output) / "pictures", args.pictures) \
+    on_result = _picture_writer(coco, Path(args.output) / "pictures", args.pictures,
+                                args.picture_min_score) \
         if args.pictures else None
     try:
         summary = coco_eval.evaluate_coco(predictor, coco, image_dir=args.images, image_ids=ids,
@@ -148,7 +152,7 @@ def _evaluate_results_file(coco, args, iou_types, image_ids):
     return 0
 
 
-def _picture_writer(coco, folder, count):
+def _picture_writer(coco, folder, count, min_score=0.0):
     from mrcnn_kp.inference import visualize
     from mrcnn_kp.inference.coco_eval import ground_truth_as_detections
 
@@ -160,7 +164,8 @@ def _picture_writer(coco, folder, count):
         folder.mkdir(parents=True, exist_ok=True)
         gt = ground_truth_as_detections(coco, image_id)
         drawn.append(visualize.draw_side_by_side(image, gt, result,
-                                                 folder / f"{image_id:012d}.png"))
+                                                 folder / f"{image_id:012d}.png",
+                                                 min_score=min_score))
 
     return draw
 

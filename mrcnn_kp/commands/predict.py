@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 HELP = "detect people and joints in image files or folders, write PNGs and json"
+# Pictures show detections scoring at least this; the json keeps every detection (COCO AP is
+# computed over low-confidence ones too, so the presets for evaluation keep them).
+PICTURE_MIN_SCORE = 0.5
 
 WEIGHTS_HELP = ("'last' (newest checkpoint under --logs), a .weights.h5 checkpoint, a legacy "
                 "Keras-2 .h5 (matterport), or 'none' (random weights, for smoke tests)")
@@ -168,6 +171,9 @@ def add_arguments(parser):
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="skip images with more pixels than this (default: 64,000,000)")
     parser.add_argument("--no-pictures", action="store_true", help="write only the json")
+    parser.add_argument("--picture-min-score", type=float, default=PICTURE_MIN_SCORE,
+                        help="draw only detections scoring at least this (default "
+                             f"{PICTURE_MIN_SCORE}; predictions.json keeps them all)")
 
 
 def collect_files(inputs, recursive=False):
@@ -266,7 +272,8 @@ def run(args):
         people += len(result["rois"])
         if not args.no_pictures:
             visualize.display_instances(image, result, title=path.name,
-                                        path=out_dir / f"{stem}.png")
+                                        path=out_dir / f"{stem}.png",
+                                        min_score=args.picture_min_score)
         progbar.update(len(images) + len(skipped) - len(problems))
     atomic_write_text(out_dir / "predictions.json", json.dumps(records))
     atomic_write_text(out_dir / "images.json", json.dumps(images, indent=1))

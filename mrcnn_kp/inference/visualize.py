@@ -53,10 +53,15 @@ def instance_colors(count, seed=0):
 
 def draw_instances(ax, image, result, class_names=DEFAULT_CLASS_NAMES, title=None,
                    show_boxes=True, show_masks=True, show_keypoints=True,
-                   min_keypoint_score=0.0, keypoint_scores="logit"):
-    """Draw one image and its detections on a matplotlib Axes; returns the Axes."""
+                   min_keypoint_score=0.0, keypoint_scores="logit", min_score=0.0):
+    """Draw one image and its detections on a matplotlib Axes; returns the Axes.
+
+    min_score: draw only the detections scoring at least this (the rest stay in the results:
+    COCO AP wants low-confidence detections kept, a picture does not).
+    """
     from matplotlib import patches
 
+    result = detections_at_least(result, min_score)
     image = np.asarray(image)
     height, width = image.shape[:2]
     rois = np.asarray(result.get("rois", np.zeros((0, 4)))).reshape(-1, 4)
@@ -97,6 +102,21 @@ def draw_instances(ax, image, result, class_names=DEFAULT_CLASS_NAMES, title=Non
         _draw_skeletons(ax, np.asarray(keypoints, np.float32), min_keypoint_score,
                         keypoint_scores)
     return ax
+
+
+def detections_at_least(result, min_score):
+    """The detections of a detect() result whose score is >= min_score (same keys)."""
+    scores = result.get("scores")
+    if not min_score or scores is None:
+        return result
+    keep = np.asarray(scores, np.float64).reshape(-1) >= min_score  # [n]
+    kept = dict(result)
+    for key in ("rois", "class_ids", "scores", "keypoints"):
+        if result.get(key) is not None:
+            kept[key] = np.asarray(result[key])[keep]
+    if result.get("masks") is not None and np.asarray(result["masks"]).ndim == 3:
+        kept["masks"] = np.asarray(result["masks"])[:, :, keep]
+    return kept
 
 
 def joint_confidence(scores, keypoint_scores="logit"):
@@ -158,7 +178,8 @@ def display_instances(image, result, class_names=DEFAULT_CLASS_NAMES, title=None
     """Draw detections on an image; returns the Figure (and saves a PNG when path is given).
 
     draw_options: show_boxes, show_masks, show_keypoints, min_keypoint_score, keypoint_scores
-    ("logit" for model output, "probability" for ground truth).
+    ("logit" for model output, "probability" for ground truth), min_score (detections below it
+    are not drawn).
     """
     if ax is None:
         fig, (ax,) = new_figure(1, figsize or _fit(image, 8.0))

@@ -92,3 +92,29 @@ def test_joint_confidence_of_logits_and_probabilities():
     np.testing.assert_allclose(visualize.joint_confidence([0.5, 1.7], "probability"), [0.5, 1.0])
     with pytest.raises(ValueError, match="'logit' or 'probability'"):
         visualize.joint_confidence([1.0], "percent")
+
+
+def test_detections_below_min_score_are_not_drawn(tmp_path):
+    image = np.full((120, 160, 3), 128, np.uint8)
+    weak = person()  # score 0.87
+    for name, result, min_score in (("kept", weak, 0.5), ("dropped", weak, 0.9),
+                                    ("none", empty(), 0.0)):
+        visualize.display_instances(image, result, figsize=(4, 3), min_score=min_score,
+                                    path=tmp_path / f"{name}.png")
+    np.testing.assert_array_equal(pixels(tmp_path / "dropped.png"), pixels(tmp_path / "none.png"))
+    assert np.abs(pixels(tmp_path / "kept.png") - pixels(tmp_path / "none.png")).sum() > 0
+
+
+def test_detections_at_least_keeps_every_key_in_step():
+    two = person()
+    for key in ("rois", "class_ids", "scores", "keypoints"):
+        two[key] = np.concatenate([two[key], two[key]])
+    two["scores"] = np.array([0.3, 0.8], np.float32)
+    two["masks"] = np.concatenate([two["masks"], ~two["masks"]], axis=2)
+    kept = visualize.detections_at_least(two, 0.5)
+    assert kept["scores"].tolist() == [pytest.approx(0.8)]
+    assert kept["rois"].shape == (1, 4) and kept["keypoints"].shape == (1, 17, 3)
+    assert kept["class_ids"].tolist() == [1] and kept["masks"].shape == (120, 160, 1)
+    np.testing.assert_array_equal(kept["masks"][:, :, 0], ~person()["masks"][:, :, 0])
+    assert visualize.detections_at_least(two, 0.0) is two  # no threshold: untouched
+    assert len(two["scores"]) == 2  # the caller's result is not modified
