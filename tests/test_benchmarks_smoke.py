@@ -109,3 +109,12 @@ def test_profile_train_step_ranks_kernels_and_layers(tmp_path):
     assert profile_train_step.layer_of("tiny_training_1/fpn_p2_1/BiasAdd:_FusedConv2D") == "fpn_p2"
     assert any(row["name"].startswith(("mrcnn_", "rpn_", "fpn_", "res", "conv1", "bn"))
                for row in prof["by_layer"])
+
+
+def test_bench_box_head_fc_times_both_variants(tmp_path):
+    fc = run_script("bench_box_head_fc.py", "--small", out=tmp_path / "fc.json")
+    assert fc["input"] == [16, 7, 7, 8] and fc["filters"] == 16
+    assert set(fc["median_s"]) == {"conv2d", "whole_input_conv2d"}
+    assert all(v > 0 for v in fc["median_s"].values())
+    assert fc["speedup"] == pytest.approx(
+        fc["median_s"]["conv2d"] / fc["median_s"]["whole_input_conv2d"], rel=0.02)
