@@ -117,4 +117,4 @@ def test_bench_box_head_fc_times_both_variants(tmp_path):
     assert set(fc["median_s"]) == {"conv2d", "whole_input_conv2d"}
     assert all(v > 0 for v in fc["median_s"].values())
     assert fc["speedup"] == pytest.approx(
-        fc["median_s"]["conv2d"] / fc["median_s"]["whole_input_conv2d"], rel=0.02)
+        fc["median_s"]["conv2d"] / fc["median_s"]["whole_input_conv2d"], rel=0.05)
