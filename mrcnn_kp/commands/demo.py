@@ -94,7 +94,7 @@ def run(args):
         return 128 + int(stop.signum or 2)
     trained_s = time.monotonic() - started
     checkpoint = model.find_last()
-    if budget.expired:
+    if budget.expired and model.epoch < epochs:
         print(f"[demo] time budget reached after epoch {model.epoch} of {epochs}")
 
     # 3. evaluation
