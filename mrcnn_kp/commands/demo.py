@@ -83,7 +83,8 @@ def run(args):
     backbone_start = load_backbone_start(model, config, args.pretrained)
     budget = TimeBudget(started + 60.0 * args.minutes - EVALUATION_RESERVE_S)
     print(f"[demo] training {config.NAME} ({config.BACKBONE}, {config.IMAGE_MAX_DIM} px, "
-          f"batch {config.BATCH_SIZE}, backbone from {backbone_start}) for {epochs} epochs x {config.STEPS_PER_EPOCH} steps, "
+          f"batch {config.BATCH_SIZE}, backbone from {backbone_start}) for {epochs} epochs x "
+          f"{config.STEPS_PER_EPOCH} steps, "
           f"budget {max(budget.remaining(), 0):.0f} s; run directory {model.log_dir}")
     try:
         # no validation losses: they cost a second compile, and step 3 measures AP instead
