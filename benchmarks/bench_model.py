@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
+    runtime = _common.cpu_runtime()
     import keras
     import numpy as np
 
@@ -69,7 +70,8 @@ def main():
     keras.utils.set_random_seed(0)
     result = {"figure": "inference latency vs persons", "preset": preset,
               "image_hw": [height, width], "canvas": side, "mask_head": not args.no_mask,
-              "batch": 1, "repeats": args.repeats, "weights": "random (seed 0)", "infer": {}}
+              "batch": 1, "repeats": args.repeats, "weights": "random (seed 0)", "infer": {},
+              "runtime": runtime}
     weights, model = None, None
     for n in persons:
         config = _common.make_config(preset, side, DETECTION_MAX_INSTANCES=n,

@@ -27,6 +27,7 @@ import _common  # noqa: E402
 
 def one_batch(args, batch):
     """Time train steps at one batch size in this process; the case's dict."""
+    runtime = _common.cpu_runtime()
     import keras
     import numpy as np
 
@@ -63,7 +64,7 @@ def one_batch(args, batch):
         box_head_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
         mask_head=bool(config.USE_MASK_HEAD),
         trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        peak_rss_mib=_common.rss_mib())
+        peak_rss_mib=_common.rss_mib(), runtime=runtime)
     from mrcnn_kp.model.roi_targets import keypoint_slots
 
     timing["keypoint_head_rois_per_image"] = keypoint_slots(config)

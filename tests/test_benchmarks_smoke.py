@@ -2,6 +2,7 @@
 keys RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
 not part of the test environment)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_bench_train_reports_step_time_images_per_second_and_memory(outputs):
     # TinyConfig: 64 proposals cap the 512 box-head RoIs; 32 keypoint RoIs fit 16 positives.
     assert case["box_head_rois_per_image"] == 64 and case["keypoint_head_rois_per_image"] == 16
     assert train["peak_rss_mib"] == case["peak_rss_mib"] > 100
+    # the package's CPU runtime, as the commands set it (2 cores here: intra 1, inter 2)
+    assert case["runtime"]["bfc_allocator"] == "true"
+    assert case["runtime"]["tf_threads"] in ("default", [1, os.cpu_count()])
 
 
 def test_compare_without_torchvision_has_null_ratios(outputs):
