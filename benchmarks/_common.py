@@ -31,14 +31,15 @@ TORCHVISION_LIKE = dict(TRAIN_ROIS_PER_IMAGE=512, ROI_POSITIVE_RATIO=0.25,
                         KEYPOINT_ROIS_PER_IMAGE=32, USE_MASK_HEAD=False)
 
 
-def cpu_runtime():
-    """Apply the package's CPU runtime settings as the `mrcnn-kp` commands do (TF threads:
-    mrcnn_kp.ops.backend.tune_cpu_threads; MRCNN_KP_TF_THREADS=default keeps TensorFlow's) and
-    say what runs: {"tf_threads": [intra, inter] or "default", "bfc_allocator": ...}."""
+def cpu_runtime(canvas):
+    """Apply the package's CPU runtime settings as the `mrcnn-kp` commands do for a model of
+    this canvas (TF threads: mrcnn_kp.ops.backend.tune_cpu_threads; MRCNN_KP_TF_THREADS=default
+    keeps TensorFlow's, "intra,inter" forces) and say what runs:
+    {"tf_threads": [intra, inter] or "default", "bfc_allocator": ...}."""
     import mrcnn_kp  # noqa: F401  (sets TF_CPU_ALLOCATOR_USE_BFC unless the caller did)
     from mrcnn_kp.ops.backend import tune_cpu_threads
 
-    threads = tune_cpu_threads()
+    threads = tune_cpu_threads(canvas=canvas)
     return {"tf_threads": list(threads) if threads else "default",
             "bfc_allocator": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "")}
 

@@ -65,7 +65,7 @@ def main():
     from mrcnn_kp.model.heads import WholeInputConv2D
     from mrcnn_kp.ops.backend import tune_cpu_threads
 
-    tune_cpu_threads()
+    tune_cpu_threads(canvas=0)  # small ops: the threads the commands use for small models
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(
         rng.normal(size=(args.rois, args.pool, args.pool, args.channels)).astype("float32"))

@@ -53,16 +53,16 @@ def main():
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
-    runtime = _common.cpu_runtime()
+    if args.small:
+        preset, (height, width, side) = "tiny", (96, 128, 128)
+    else:
+        preset, (height, width, side) = args.preset, _common.SIZES[args.size]
+    runtime = _common.cpu_runtime(side)
     import keras
     import numpy as np
 
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
 
-    if args.small:
-        preset, (height, width, side) = "tiny", (96, 128, 128)
-    else:
-        preset, (height, width, side) = args.preset, _common.SIZES[args.size]
     persons = [int(n) for n in (args.persons or ("1,4" if args.small else "1,10,50")).split(",")]
     overrides = dict(DETECTION_MIN_CONFIDENCE=0.0, IMAGES_PER_GPU=1, GPU_COUNT=1)
     if args.no_mask:

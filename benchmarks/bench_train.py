@@ -27,14 +27,14 @@ import _common  # noqa: E402
 
 def one_batch(args, batch):
     """Time train steps at one batch size in this process; the case's dict."""
-    runtime = _common.cpu_runtime()
+    preset, (height, width, side) = (("tiny", (96, 128, 128)) if args.small
+                                     else (args.preset, _common.SIZES[args.size]))
+    runtime = _common.cpu_runtime(side)
     import keras
     import numpy as np
 
     from mrcnn_kp.model.keypoint_rcnn import build_training_model
 
-    preset, (height, width, side) = (("tiny", (96, 128, 128)) if args.small
-                                     else (args.preset, _common.SIZES[args.size]))
     overrides = dict(IMAGES_PER_GPU=batch, GPU_COUNT=1)
     if args.torchvision_like:
         overrides.update(_common.TORCHVISION_LIKE)

@@ -90,7 +90,6 @@ def main():
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("profile_train_step.py reads TensorFlow's profiler: KERAS_BACKEND must "
                          "be tensorflow")
-    tune_cpu_threads()
     preset = "tiny" if args.small else args.preset
     overrides = {"GPU_COUNT": 1}
     if args.batch:
@@ -104,6 +103,7 @@ def main():
     else:
         side = PRESETS[preset]().IMAGE_MAX_DIM
         height = width = side
+    tune_cpu_threads(canvas=side)  # as the commands do for this model, before TF starts
     config = _common.make_config(preset, side, **overrides)
     keras.utils.set_random_seed(0)
     model = build_training_model(config)

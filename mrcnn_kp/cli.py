@@ -6,6 +6,8 @@ whose module does not exist yet answers that it is not built and exits with stat
 """
 import argparse
 import importlib
+import json
+import os
 import sys
 
 # name -> one-line help; the order is the order `--help` lists them.
@@ -63,8 +65,27 @@ def main(argv=None):
         return NOT_BUILT
     from mrcnn_kp.ops.backend import tune_cpu_threads
 
-    tune_cpu_threads()
+    tune_cpu_threads(canvas=requested_canvas(args))
     return int(module.run(args) or 0)
+
+
+def requested_canvas(args):
+    """IMAGE_MAX_DIM of the config a command will use, when the command line says it (the demo's
+    preset, or a --config preset or json); None when it is left to the weights' saved config."""
+    from mrcnn_kp.config import PRESETS, CpuDemoConfig
+
+    if args.command == "demo":
+        return CpuDemoConfig.IMAGE_MAX_DIM
+    name = getattr(args, "config", None)
+    if name in PRESETS:
+        return PRESETS[name].IMAGE_MAX_DIM
+    if isinstance(name, str) and name.endswith(".json") and os.path.isfile(name):
+        try:
+            with open(name) as f:
+                return int(json.load(f)["IMAGE_MAX_DIM"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 if __name__ == "__main__":

@@ -21,19 +21,27 @@ def backend_name():
 
 
 SMALL_CPU_CORES = 4
+# "auto" tunes the threads for models whose canvas is at most this: small ops gain from one op
+# per core; large ones (ResNet-50 at 1088 px) need both cores inside each conv.
+SMALL_CANVAS = 512
 
 
-def tune_cpu_threads(setting=None):
+def tune_cpu_threads(setting=None, canvas=None):
     """TensorFlow thread pools for a small CPU, before the runtime starts; what was applied.
 
-    On <= 4 cores without a GPU build, one thread per op and one op per core (intra 1, inter
-    = cores) beats TensorFlow's default (both = cores, which oversubscribes): a training step
-    of the demo model took 1.25 s instead of 1.5 s on 2 cores. setting (or the environment
-    variable MRCNN_KP_TF_THREADS): "intra,inter" to choose, "default" to leave TensorFlow's.
-    Returns (intra, inter), or None when nothing was changed.
+    On <= 4 cores without a GPU build, for a small model (canvas, the config's IMAGE_MAX_DIM,
+    <= SMALL_CANVAS), one thread per op and one op per core (intra 1, inter = cores) beats
+    TensorFlow's default (both = cores, which oversubscribes): a training step of the demo model
+    took 1.25 s instead of 1.5 s on 2 cores. For a large one it loses (the default config at
+    1088 px: 28.3 s against 21.4 s per training step), so "auto" leaves TensorFlow's default
+    when canvas is larger or unknown. setting (or the environment variable MRCNN_KP_TF_THREADS):
+    "intra,inter" to choose, "default" to leave TensorFlow's. Returns (intra, inter), or None
+    when nothing was changed.
     """
     setting = setting if setting is not None else os.environ.get("MRCNN_KP_TF_THREADS", "auto")
     if backend_name() != "tensorflow" or setting == "default":
+        return None
+    if setting == "auto" and (canvas is None or canvas > SMALL_CANVAS):
         return None
     import tensorflow as tf
 

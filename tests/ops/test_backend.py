@@ -12,7 +12,8 @@ import os, sys
 import mrcnn_kp
 from mrcnn_kp.ops.backend import tune_cpu_threads
 print(os.environ["TF_CPU_ALLOCATOR_USE_BFC"])
-print(tune_cpu_threads(sys.argv[1]))
+canvas = int(sys.argv[2]) if len(sys.argv) > 2 else None
+print(tune_cpu_threads(sys.argv[1], canvas=canvas))
 import tensorflow as tf
 print(tf.config.threading.get_intra_op_parallelism_threads(),
       tf.config.threading.get_inter_op_parallelism_threads())
@@ -21,10 +22,10 @@ print(tune_cpu_threads("3,3"))
 """
 
 
-def probe(setting, **env):
+def probe(setting, *extra, **env):
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
     environment.update(KERAS_BACKEND="tensorflow", **env)
-    done = subprocess.run([sys.executable, "-c", PROBE, setting], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", PROBE, setting, *extra], capture_output=True,
                           text=True, env=environment, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split("\n")[:4]
@@ -44,3 +45,25 @@ def test_a_malformed_setting_is_a_clear_error():
     with pytest.raises(ValueError, match="MRCNN_KP_TF_THREADS must be 'auto', 'default' or "
                                          "'intra,inter', got 'two'"):
         tune_cpu_threads("two")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) > 4, reason="auto tunes machines of <= 4 cores only")
+def test_auto_tunes_small_models_only():
+    cores = os.cpu_count() or 1
+    assert probe("auto", "384")[1:3] == [f"(1, {cores})", f"1 {cores}"]  # coco_cpu's canvas
+    assert probe("auto", "1024")[1:3] == ["None", "0 0"]  # ResNet-50 at 1024: TF's default
+    assert probe("auto")[1:3] == ["None", "0 0"]  # canvas unknown: TF's default
+
+
+def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
+    from mrcnn_kp.cli import build_parser, requested_canvas
+
+    parser = build_parser()
+    config_json = tmp_path / "config.json"
+    config_json.write_text('{"IMAGE_MAX_DIM": 448}')
+    assert requested_canvas(parser.parse_args(["demo"])) == 256
+    assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 384
+    assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
+    assert requested_canvas(parser.parse_args(
+        ["evaluate", "--dataset", "a.json", "--config", str(config_json)])) == 448
+    assert requested_canvas(parser.parse_args(["predict", "x.jpg"])) is None  # from the weights
