@@ -63,9 +63,8 @@ def main():
     import numpy as np
 
     from mrcnn_kp.model.heads import WholeInputConv2D
-    from mrcnn_kp.ops.backend import tune_cpu_threads
 
-    tune_cpu_threads(canvas=0)  # small ops: the threads the commands use for small models
+    runtime = _common.cpu_runtime(0)  # small ops: the threads the commands use for small models
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(
         rng.normal(size=(args.rois, args.pool, args.pool, args.channels)).astype("float32"))
@@ -87,6 +86,7 @@ def main():
         "input": [args.rois, args.pool, args.pool, args.channels], "filters": args.filters,
         "median_s": {k: round(v, 5) for k, v in median.items()},
         "all_s": {k: [round(t, 5) for t in v] for k, v in times.items()},
+        "runtime": runtime,
         "speedup": round(median["conv2d"] / max(median["whole_input_conv2d"], 1e-9), 2),
         "machine": _common.machine(),
     }, args.json_out)

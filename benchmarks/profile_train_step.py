@@ -85,25 +85,25 @@ def main():
 
     from mrcnn_kp.config import PRESETS
     from mrcnn_kp.model.keypoint_rcnn import build_training_model
-    from mrcnn_kp.ops.backend import tune_cpu_threads
 
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("profile_train_step.py reads TensorFlow's profiler: KERAS_BACKEND must "
                          "be tensorflow")
     preset = "tiny" if args.small else args.preset
+    preset_config = PRESETS[preset]()
     overrides = {"GPU_COUNT": 1}
     if args.batch:
         overrides["IMAGES_PER_GPU"] = args.batch
     if args.torchvision_like:
         overrides.update(_common.TORCHVISION_LIKE)
         overrides["TRAIN_ROIS_PER_IMAGE"] = min(overrides["TRAIN_ROIS_PER_IMAGE"],
-                                                PRESETS[preset]().POST_NMS_ROIS_TRAINING)
+                                                preset_config.POST_NMS_ROIS_TRAINING)
     if args.size and not args.small:
         height, width, side = _common.SIZES[args.size]
     else:
-        side = PRESETS[preset]().IMAGE_MAX_DIM
+        side = preset_config.IMAGE_MAX_DIM
         height = width = side
-    tune_cpu_threads(canvas=side)  # as the commands do for this model, before TF starts
+    runtime = _common.cpu_runtime(side)  # as the commands do for this model, before TF starts
     config = _common.make_config(preset, side, **overrides)
     keras.utils.set_random_seed(0)
     model = build_training_model(config)
@@ -137,7 +137,7 @@ def main():
         "script": "profile_train_step", "preset": preset, "image_hw": [height, width],
         "canvas": side, "batch": config.BATCH_SIZE, "torchvision_like": args.torchvision_like,
         "warmup_s": round(warmup_s, 2), "wall_s_per_step": round(wall_s, 4),
-        "kernel_s_per_step": round(all_s, 4),
+        "kernel_s_per_step": round(all_s, 4), "runtime": runtime,
         "top": ranked(collections.Counter({k: v / args.steps for k, v in kernels.items()}),
                       args.top),
         "by_layer": ranked(by_layer, args.top),

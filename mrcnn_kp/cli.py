@@ -6,8 +6,6 @@ whose module does not exist yet answers that it is not built and exits with stat
 """
 import argparse
 import importlib
-import json
-import os
 import sys
 
 # name -> one-line help; the order is the order `--help` lists them.
@@ -71,21 +69,20 @@ def main(argv=None):
 
 def requested_canvas(args):
     """IMAGE_MAX_DIM of the config a command will use, when the command line says it (the demo's
-    preset, or a --config preset or json); None when it is left to the weights' saved config."""
-    from mrcnn_kp.config import PRESETS, CpuDemoConfig
+    preset, or a --config preset or json); None when it is left to the weights' saved config,
+    or when --config is unusable (the command itself reports that)."""
+    from mrcnn_kp.commands.predict import CommandError, load_config_arg
+    from mrcnn_kp.config import CpuDemoConfig
 
     if args.command == "demo":
         return CpuDemoConfig.IMAGE_MAX_DIM
     name = getattr(args, "config", None)
-    if name in PRESETS:
-        return PRESETS[name].IMAGE_MAX_DIM
-    if isinstance(name, str) and name.endswith(".json") and os.path.isfile(name):
-        try:
-            with open(name) as f:
-                return int(json.load(f)["IMAGE_MAX_DIM"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    return None
+    if not name:
+        return None
+    try:
+        return load_config_arg(name).IMAGE_MAX_DIM
+    except (CommandError, OSError, ValueError):  # ValueError: ConfigError, malformed json
+        return None
 
 
 if __name__ == "__main__":

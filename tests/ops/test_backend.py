@@ -60,7 +60,9 @@ def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
 
     parser = build_parser()
     config_json = tmp_path / "config.json"
-    config_json.write_text('{"IMAGE_MAX_DIM": 448}')
+    from mrcnn_kp.config import Config
+
+    Config(IMAGE_MAX_DIM=448, IMAGE_MIN_DIM=448).to_json(config_json)
     assert requested_canvas(parser.parse_args(["demo"])) == 256
     assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 384
     assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
