@@ -29,8 +29,11 @@ def add_arguments(parser):
                       help="held-out share of --dataset's images for validation (0: none)")
     model = parser.add_argument_group("model")
     model.add_argument("--config", default="default",
-                       help="config preset: default, tiny, cpu_demo, coco_cpu, torchvision, "
-                            "matterport (default: default)")
+                       help="config preset (default, tiny, cpu_demo, coco_cpu, torchvision) or a "
+                            "config .json (a run directory's config.json; default: default)")
+    model.add_argument("--set", nargs="+", default=(), metavar="NAME=VALUE", dest="overrides",
+                       help="override config values, VALUE as JSON (IMAGE_MAX_DIM=512 "
+                            "AUGMENT_SCALE_RANGE=[0.7,1.4]); a bare word is a string")
     model.add_argument("--backbone", choices=("resnet50", "resnet101", "efficientnet_lite0"),
                        help="override the preset's backbone")
     model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
@@ -58,13 +61,32 @@ def add_arguments(parser):
     train.add_argument("--workers", type=int, default=1, help="data loading threads")
 
 
-def build_config(args):
-    from mrcnn_kp.config import PRESETS
+def parse_overrides(items):
+    """{"NAME": value} from --set's NAME=VALUE words, VALUE read as JSON (else a string)."""
+    import json
 
-    if args.config not in PRESETS:
-        raise SystemExit(f"mrcnn-kp train: unknown --config {args.config!r}; choose one of "
-                         f"{', '.join(PRESETS)}")
     overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"mrcnn-kp train: --set {item!r}: expected NAME=VALUE")
+        try:
+            overrides[name] = json.loads(text)
+        except ValueError:
+            overrides[name] = text
+    return overrides
+
+
+def build_config(args):
+    from mrcnn_kp.config import PRESETS, ConfigError
+    from mrcnn_kp.commands.predict import CommandError, load_config_arg
+
+    try:
+        base = load_config_arg(args.config)
+    except (CommandError, ConfigError, ValueError, OSError) as error:
+        raise SystemExit(f"mrcnn-kp train: unknown --config {args.config!r} ({error}); choose "
+                         f"one of {', '.join(PRESETS)} or a config .json") from None
+    overrides = parse_overrides(getattr(args, "overrides", ()))
     for option, name in (("backbone", "BACKBONE"), ("name", "NAME"),
                          ("steps_per_epoch", "STEPS_PER_EPOCH"),
                          ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT")):
@@ -74,12 +96,17 @@ def build_config(args):
     if getattr(args, "pretrained", None) == "imagenet":
         from mrcnn_kp.pretrained import LITE0_NORMALIZATION
 
-        backbone = overrides.get("BACKBONE", PRESETS[args.config].BACKBONE)
+        backbone = overrides.get("BACKBONE", base.BACKBONE)
         if backbone != "efficientnet_lite0":
             raise SystemExit(f"mrcnn-kp train: --pretrained imagenet exists for "
                              f"--backbone efficientnet_lite0 only, not {backbone}")
         overrides.update(LITE0_NORMALIZATION)
-    return PRESETS[args.config](**overrides)
+    if not overrides:
+        return base
+    try:
+        return base.copy(**overrides)
+    except ConfigError as error:
+        raise SystemExit(f"mrcnn-kp train: {error}") from None
 
 
 def load_datasets(args, config):
