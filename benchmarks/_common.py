@@ -21,9 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("MRCNN_KP_PEERS", ROOT.parent / "shared" / "peers"))
 TORCHVISION_PYTHON = Path(os.environ.get("MRCNN_KP_TV_PYTHON", "/tmp/peers/tv/bin/python"))
 
-# Input sizes of the issue -> our square canvas. Square mode pads to IMAGE_MAX_DIM (a multiple
-# of 64): 800 x 1067 fits unscaled in 1088 x 1088 (torchvision pads it to 800 x 1088).
-SIZES = {"800x1067": (800, 1067, 1088), "1024x1024": (1024, 1024, 1024)}
+# Input sizes of the issue (height, width). Our canvas is static, in multiples of 64: by default
+# the smallest that holds the image unscaled (canvas_for: 800 x 1067 -> 832 x 1088, 4 % more
+# pixels than torchvision's 800 x 1088 batch padding); --square-canvas gives the square of the
+# long side (1088 x 1088, 36 % more), the only canvas before IMAGE_CANVAS_SHAPE.
+SIZES = {"800x1067": (800, 1067), "1024x1024": (1024, 1024)}
+
+
+def canvas_for(height, width, square=False):
+    """(canvas height, canvas width): multiples of 64 holding height x width unscaled."""
+    def up(v):
+        return -(-int(v) // 64) * 64
+
+    if square:
+        return (up(max(height, width)),) * 2
+    return up(height), up(width)
 
 # torchvision's training setup (../shared/peers/bench_torchvision.py): 512 RoIs per image in
 # the box head, 32 positive RoIs per image in the keypoint head, no mask head.
@@ -139,19 +151,23 @@ def time_calls(fn, repeats, warmup=1):
             "warmup_s": [round(t, 3) for t in warm], "cpu": cpu.report()}
 
 
-def make_config(preset, image_max_dim=None, **overrides):
-    """A preset of mrcnn_kp.config.PRESETS with the canvas side and overrides applied."""
+def make_config(preset, canvas=None, **overrides):
+    """A preset of mrcnn_kp.config.PRESETS with the canvas (a side, or (height, width): a
+    non-square IMAGE_CANVAS_SHAPE) and overrides applied."""
     from mrcnn_kp.config import PRESETS
 
     cls = PRESETS[preset]
-    if image_max_dim is not None:
-        overrides.setdefault("IMAGE_MAX_DIM", image_max_dim)
-        overrides.setdefault("IMAGE_MIN_DIM", min(cls.IMAGE_MIN_DIM, image_max_dim))
+    if canvas is not None:
+        height, width = (canvas, canvas) if isinstance(canvas, int) else canvas
+        overrides.setdefault("IMAGE_MAX_DIM", max(height, width))
+        overrides.setdefault("IMAGE_MIN_DIM", min(cls.IMAGE_MIN_DIM, height, width))
+        if height != width:
+            overrides.setdefault("IMAGE_CANVAS_SHAPE", (height, width))
     return cls(**overrides)
 
 
 def molded_images(config, height, width, batch, seed=1):
-    """input_image [B, S, S, 3] float32 (a random height x width image placed in the canvas
+    """input_image [B, CH, CW, 3] float32 (a random height x width image placed in the canvas
     the way the predictor molds it) and input_image_meta [B, 12 + C]."""
     from mrcnn_kp.data.transforms import compose_image_meta, resize_image
 
@@ -163,7 +179,7 @@ def molded_images(config, height, width, batch, seed=1):
         images.append(molded.astype(np.float32))
         metas.append(compose_image_meta(b, raw.shape, molded.shape, window, scale,
                                         np.ones(config.NUM_CLASSES, np.int32)))
-    return np.stack(images), np.stack(metas)  # [B, S, S, 3], [B, 12 + C]
+    return np.stack(images), np.stack(metas)  # [B, CH, CW, 3], [B, 12 + C]
 
 
 # torchvision's benchmark persons, as fractions of the image (x1, y1, x2, y2).
@@ -180,7 +196,9 @@ def training_batch(config, height, width, seed=10):
     rng = np.random.default_rng(seed)
     images, metas = molded_images(config, height, width, config.BATCH_SIZE, seed)
     g, k = config.MAX_GT_INSTANCES, config.NUM_KEYPOINTS
-    m = config.MINI_MASK_SHAPE[0] if config.USE_MINI_MASK else config.IMAGE_SHAPE[0]
+    mask_shape = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK \
+        else tuple(config.IMAGE_SHAPE[:2])
+    m_h, m_w = mask_shape
     columns = {key: [] for key in ("input_rpn_match", "input_rpn_bbox", "input_gt_class_ids",
                                    "input_gt_boxes", "input_gt_masks", "input_gt_keypoints")}
     for b in range(config.BATCH_SIZE):
@@ -188,7 +206,7 @@ def training_batch(config, height, width, seed=10):
         ids = np.zeros(g, np.int32)
         boxes = np.zeros((g, 4), np.float32)
         keypoints = np.zeros((g, k, 3), np.float32)
-        masks = np.zeros((g, m, m), np.float32)
+        masks = np.zeros((g,) + mask_shape, np.float32)
         n = min(len(PERSON_BOXES), g)
         boxes[:n] = PERSON_BOXES[:n] * np.array([width, height, width, height]) * scale
         boxes[:n] += np.array([window[1], window[0], window[1], window[0]])
@@ -198,7 +216,7 @@ def training_batch(config, height, width, seed=10):
             keypoints[i, :, 0] = rng.uniform(x1, x2, k)
             keypoints[i, :, 1] = rng.uniform(y1, y2, k)
             keypoints[i, :, 2] = np.where(rng.uniform(size=k) < 0.2, 0, 2)
-            masks[i, m // 8: 7 * m // 8, m // 4: 3 * m // 4] = 1.0
+            masks[i, m_h // 8: 7 * m_h // 8, m_w // 4: 3 * m_w // 4] = 1.0
         rpn_match, rpn_bbox = rpn_targets_for_config(ids, boxes, config, rng)
         for key, value in zip(columns, (rpn_match, rpn_bbox, ids, boxes, masks, keypoints)):
             columns[key].append(value)

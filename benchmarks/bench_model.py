@@ -6,8 +6,8 @@
     python benchmarks/bench_model.py --no-mask --profile      # + per-stage times
     python benchmarks/bench_model.py --small                  # TinyConfig, seconds (tests)
 
-Batch 1, random weights, a random image of --size molded into the square canvas (800x1067 is
-padded to 1088x1088: see _common.SIZES). DETECTION_MIN_CONFIDENCE 0 and
+Batch 1, random weights, a random image of --size molded into the canvas (800x1067 is padded
+to 832x1088, or 1088x1088 with --square-canvas: see _common.SIZES). DETECTION_MIN_CONFIDENCE 0 and
 DETECTION_MAX_INSTANCES = N force exactly N boxes through the keypoint (and mask) heads: the
 graph has static shapes, so the heads always run on N slots. Each N is its own graph (the
 weights are copied from the first, so every N runs the same network). Timing: predict_on_batch
@@ -50,14 +50,16 @@ def main():
                     "keypointrcnn has no mask head)")
     ap.add_argument("--profile", action="store_true", help="per-stage times at the largest N")
     ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px, N = 1, 4")
+    ap.add_argument("--square-canvas", action="store_true",
+                    help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
+                         "of the smallest one (832 x 1088)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
-    if args.small:
-        preset, (height, width, side) = "tiny", (96, 128, 128)
-    else:
-        preset, (height, width, side) = args.preset, _common.SIZES[args.size]
-    runtime = _common.cpu_runtime(side)
+    preset, (height, width) = ("tiny", (96, 128)) if args.small else \
+        (args.preset, _common.SIZES[args.size])
+    canvas = _common.canvas_for(height, width, args.square_canvas)
+    runtime = _common.cpu_runtime(max(canvas))
     import keras
     import numpy as np
 
@@ -69,14 +71,14 @@ def main():
         overrides["USE_MASK_HEAD"] = False
     keras.utils.set_random_seed(0)
     result = {"figure": "inference latency vs persons", "preset": preset,
-              "image_hw": [height, width], "canvas": side, "mask_head": not args.no_mask,
+              "image_hw": [height, width], "canvas": list(canvas), "mask_head": not args.no_mask,
               "batch": 1, "repeats": args.repeats, "weights": "random (seed 0)", "infer": {},
               "runtime": runtime}
     weights, model = None, None
     for n in persons:
-        config = _common.make_config(preset, side, DETECTION_MAX_INSTANCES=n,
+        config = _common.make_config(preset, canvas, DETECTION_MAX_INSTANCES=n,
                                      POST_NMS_ROIS_INFERENCE=max(n, _common.make_config(
-                                         preset, side).POST_NMS_ROIS_INFERENCE), **overrides)
+                                         preset, canvas).POST_NMS_ROIS_INFERENCE), **overrides)
         model = build_inference_model(config, debug=args.profile and n == max(persons))
         if weights is None:
             weights = model.get_weights()

@@ -8,7 +8,7 @@
 
 A step = train_on_batch (graph mode: forward with the six losses, backward, SGD(1e-4,
 momentum 0.9, weight decay 1e-4) update), random weights, random images of --size molded into
-the square canvas with torchvision's benchmark persons (3 per image, 17 joints). One warm-up
+the canvas (832x1088 for 800x1067; --square-canvas: 1088x1088) with torchvision's benchmark persons (3 per image, 17 joints). One warm-up
 step (tracing), then --repeats steps, median (--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so
 its peak RSS is its own.
 --torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
@@ -27,9 +27,10 @@ import _common  # noqa: E402
 
 def one_batch(args, batch):
     """Time train steps at one batch size in this process; the case's dict."""
-    preset, (height, width, side) = (("tiny", (96, 128, 128)) if args.small
-                                     else (args.preset, _common.SIZES[args.size]))
-    runtime = _common.cpu_runtime(side)
+    preset, (height, width) = (("tiny", (96, 128)) if args.small
+                               else (args.preset, _common.SIZES[args.size]))
+    canvas = _common.canvas_for(height, width, args.square_canvas)
+    runtime = _common.cpu_runtime(max(canvas))
     import keras
     import numpy as np
 
@@ -41,7 +42,7 @@ def one_batch(args, batch):
         # TinyConfig has only POST_NMS_ROIS_TRAINING (64) proposals to sample from
         overrides["TRAIN_ROIS_PER_IMAGE"] = min(
             overrides["TRAIN_ROIS_PER_IMAGE"], _common.make_config(preset).POST_NMS_ROIS_TRAINING)
-    config = _common.make_config(preset, side, **overrides)
+    config = _common.make_config(preset, canvas, **overrides)
     keras.utils.set_random_seed(0)
     model = build_training_model(config)
     if args.torchvision_like:
@@ -68,7 +69,8 @@ def one_batch(args, batch):
     from mrcnn_kp.model.roi_targets import keypoint_slots
 
     timing["keypoint_head_rois_per_image"] = keypoint_slots(config)
-    return {"preset": preset, "image_hw": [height, width], "canvas": side, "case": timing}
+    return {"preset": preset, "image_hw": [height, width], "canvas": list(canvas),
+            "case": timing}
 
 
 def main():
@@ -81,6 +83,9 @@ def main():
     ap.add_argument("--torchvision-like", action="store_true",
                     help="torchvision's RoI counts, no mask head, conv1/res2 frozen")
     ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px")
+    ap.add_argument("--square-canvas", action="store_true",
+                    help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
+                         "of the smallest one (832 x 1088)")
     ap.add_argument("--child-batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json-out")
     args = ap.parse_args()
@@ -95,6 +100,7 @@ def main():
         cmd = [sys.executable, os.path.abspath(__file__), "--preset", args.preset, "--size",
                args.size, "--repeats", args.repeats, "--child-batch", batch]
         cmd += ["--small"] * args.small + ["--torchvision-like"] * args.torchvision_like
+        cmd += ["--square-canvas"] * args.square_canvas
         try:
             child = _common.run_json(cmd)
         except RuntimeError as error:  # e.g. killed for memory at a large batch

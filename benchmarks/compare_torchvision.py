@@ -10,8 +10,9 @@ The three parts run one after the other (never at the same time), each in its ow
 torchvision (through MRCNN_KP_TV_PYTHON, default /tmp/peers/tv/bin/python, reusing the
 model, probes and train step of ../shared/peers/bench_torchvision.py), then ours
 (bench_model.py --no-mask, bench_train.py --torchvision-like). Like for like:
-- same image size (torchvision pads 800x1067 to 800x1088; our square canvas is 1088x1088,
-  36 % more pixels: see _common.SIZES), batch 1 inference, random weights on both sides;
+- same image size (torchvision pads 800x1067 to 800x1088; our static canvas is the smallest
+  in multiples of 64, 832x1088, 4 % more pixels; --square-canvas: 1088x1088, 36 % more, as
+  before IMAGE_CANVAS_SHAPE), batch 1 inference, random weights on both sides;
 - N boxes through the keypoint head: torchvision box_score_thresh 0 and
   detections_per_img N; ours DETECTION_MIN_CONFIDENCE 0 and DETECTION_MAX_INSTANCES N; no
   mask head on our side (torchvision's keypointrcnn has none);
@@ -76,6 +77,9 @@ def main():
                     "batch 1: checks the plumbing in seconds")
     ap.add_argument("--skip-torchvision", action="store_true",
                     help="ours only (ratios null): checks our side's plumbing")
+    ap.add_argument("--square-canvas", action="store_true",
+                    help="ours on the square canvas of the long side (1088 x 1088) instead of "
+                         "the smallest (832 x 1088)")
     ap.add_argument("--ours-infer-json", help="reuse a bench_model.py line instead of running it")
     ap.add_argument("--ours-train-json", help="reuse a bench_train.py line instead of running it")
     ap.add_argument("--tv-child", action="store_true", help=argparse.SUPPRESS)
@@ -122,6 +126,7 @@ def main():
                                           f" run ../shared/peers/setup_torchvision.sh"}
     # ours: inference (no mask head), then training (torchvision's RoI counts)
     common = ["--repeats", args.repeats] + (["--small"] if args.small else ["--size", args.size])
+    common += ["--square-canvas"] * args.square_canvas
     result["load_before"]["ours_infer"] = [round(x, 2) for x in os.getloadavg()]
     if args.ours_infer_json:
         result["ours_infer"] = json.loads(Path(args.ours_infer_json).read_text())

@@ -68,7 +68,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="default", help="mrcnn_kp.config.PRESETS key")
     ap.add_argument("--size", choices=sorted(_common.SIZES),
-                    help="image size (default: the preset's own square canvas)")
+                    help="image size (default: the preset's own canvas)")
+    ap.add_argument("--square-canvas", action="store_true",
+                    help="with --size: the square canvas of the long side, not the smallest")
     ap.add_argument("--batch", type=int, help="images per step (default: the preset's)")
     ap.add_argument("--torchvision-like", action="store_true",
                     help="torchvision's RoI counts and no mask head (as bench_train.py)")
@@ -99,12 +101,12 @@ def main():
         overrides["TRAIN_ROIS_PER_IMAGE"] = min(overrides["TRAIN_ROIS_PER_IMAGE"],
                                                 preset_config.POST_NMS_ROIS_TRAINING)
     if args.size and not args.small:
-        height, width, side = _common.SIZES[args.size]
+        height, width = _common.SIZES[args.size]
+        canvas = _common.canvas_for(height, width, args.square_canvas)
     else:
-        side = preset_config.IMAGE_MAX_DIM
-        height = width = side
-    runtime = _common.cpu_runtime(side)  # as the commands do for this model, before TF starts
-    config = _common.make_config(preset, side, **overrides)
+        height, width = canvas = tuple(preset_config.IMAGE_SHAPE[:2])
+    runtime = _common.cpu_runtime(max(canvas))  # as the commands do, before TF starts
+    config = _common.make_config(preset, canvas, **overrides)
     keras.utils.set_random_seed(0)
     model = build_training_model(config)
     model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4))
@@ -135,7 +137,7 @@ def main():
 
     _common.emit({
         "script": "profile_train_step", "preset": preset, "image_hw": [height, width],
-        "canvas": side, "batch": config.BATCH_SIZE, "torchvision_like": args.torchvision_like,
+        "canvas": list(canvas), "batch": config.BATCH_SIZE, "torchvision_like": args.torchvision_like,
         "warmup_s": round(warmup_s, 2), "wall_s_per_step": round(wall_s, 4),
         "kernel_s_per_step": round(all_s, 4), "runtime": runtime,
         "top": ranked(collections.Counter({k: v / args.steps for k, v in kernels.items()}),

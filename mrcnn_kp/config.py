@@ -136,6 +136,11 @@ class Config:
     IMAGE_MIN_DIM = 800
     IMAGE_MAX_DIM = 1024
     IMAGE_MIN_SCALE = 0
+    # The static canvas every image is molded into: () is IMAGE_MAX_DIM x IMAGE_MAX_DIM;
+    # (height, width), multiples of 64 with the longer one IMAGE_MAX_DIM, is a non-square one
+    # (e.g. (832, 1088) for 4:3 landscape photos at 800 px, 27 % fewer pixels than 1088^2);
+    # images are scaled down where needed to fit it.
+    IMAGE_CANVAS_SHAPE = ()
     # IMAGE_RESIZE_MODE "torchvision": scale = min(IMAGE_MIN_DIM / short side,
     # IMAGE_RESIZE_MAX_SIDE / long side) (0: IMAGE_MAX_DIM), image at the top-left corner.
     IMAGE_RESIZE_MAX_SIDE = 0
@@ -194,9 +199,11 @@ class Config:
     # ------------------------------------------------------------------ derived values
     def _compute_derived(self):
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
-        # Every image is resized into, then padded to, one static square so graphs compile once.
-        side = self.IMAGE_MAX_DIM
-        self.IMAGE_SHAPE = (side, side, self.IMAGE_CHANNEL_COUNT)
+        # Every image is resized into, then padded to, one static canvas so graphs compile once:
+        # a square of IMAGE_MAX_DIM unless IMAGE_CANVAS_SHAPE names (height, width).
+        canvas = tuple(self.IMAGE_CANVAS_SHAPE or ())
+        height, width = canvas if len(canvas) == 2 else (self.IMAGE_MAX_DIM,) * 2
+        self.IMAGE_SHAPE = (int(height), int(width), self.IMAGE_CHANNEL_COUNT)
         # Feature map size per pyramid level P2..P6: ceil(side / stride).
         self.BACKBONE_SHAPES = tuple(
             (int(math.ceil(self.IMAGE_SHAPE[0] / s)), int(math.ceil(self.IMAGE_SHAPE[1] / s)))
@@ -278,6 +285,12 @@ class Config:
             fail(f"IMAGE_MAX_DIM must be divisible by 64 (the FPN downsamples 6 times), got "
                  f"{self.IMAGE_MAX_DIM}; use {self.IMAGE_MAX_DIM // 64 * 64 or 64} or "
                  f"{(self.IMAGE_MAX_DIM // 64 + 1) * 64}")
+        canvas = tuple(self.IMAGE_CANVAS_SHAPE or ())
+        if canvas and (len(canvas) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 64
+                for v in canvas) or max(canvas) != self.IMAGE_MAX_DIM):
+            fail(f"IMAGE_CANVAS_SHAPE must be () or (height, width), positive multiples of 64 "
+                 f"whose larger is IMAGE_MAX_DIM ({self.IMAGE_MAX_DIM}), got {canvas!r}")
         if self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
             fail(f"IMAGE_MIN_DIM ({self.IMAGE_MIN_DIM}) cannot exceed IMAGE_MAX_DIM "
                  f"({self.IMAGE_MAX_DIM})")

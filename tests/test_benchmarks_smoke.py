@@ -102,7 +102,7 @@ def test_profile_train_step_ranks_kernels_and_layers(tmp_path):
 
     prof = run_script("profile_train_step.py", "--small", "--warmup", "1", "--steps", "1",
                       "--top", "5", out=tmp_path / "prof.json")
-    assert prof["preset"] == "tiny" and prof["canvas"] == 128
+    assert prof["preset"] == "tiny" and prof["canvas"] == [128, 128]
     assert len(prof["top"]) == 5 and len(prof["by_layer"]) == 5
     shares = [row["share"] for row in prof["top"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0
@@ -122,3 +122,17 @@ def test_bench_box_head_fc_times_both_variants(tmp_path):
     assert all(v > 0 for v in fc["median_s"].values())
     assert fc["speedup"] == pytest.approx(
         fc["median_s"]["conv2d"] / fc["median_s"]["whole_input_conv2d"], rel=0.05)
+
+
+def test_canvas_for_the_issue_sizes_and_the_config_it_makes():
+    assert _common.canvas_for(800, 1067) == (832, 1088)  # torchvision pads to 800 x 1088
+    assert _common.canvas_for(800, 1067, square=True) == (1088, 1088)
+    assert _common.canvas_for(1024, 1024) == (1024, 1024)
+    config = _common.make_config("default", (832, 1088))
+    assert tuple(config.IMAGE_SHAPE) == (832, 1088, 3)
+    assert (config.IMAGE_MAX_DIM, config.IMAGE_MIN_DIM) == (1088, 800)
+    images, metas = _common.molded_images(config, 800, 1067, batch=1)
+    assert images.shape == (1, 832, 1088, 3)
+    assert tuple(metas[0, 7:12]) == (16, 10, 816, 1077, 1.0)  # unscaled, centred
+    square = _common.make_config("default", 1088)
+    assert tuple(square.IMAGE_SHAPE) == (1088, 1088, 3) and square.IMAGE_CANVAS_SHAPE == ()

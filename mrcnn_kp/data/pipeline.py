@@ -38,8 +38,9 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
 
     augment: random horizontal flip (config.AUGMENT_FLIP) and scale jitter
     (config.AUGMENT_SCALE_RANGE), drawn from rng.
-    Returns a dict: image uint8 [S, S, 3], image_meta float32 [12 + NUM_CLASSES], class_ids
-    int32 [N], boxes float32 [N, 4], masks float32 [N, M, M] (mini masks, or [N, S, S] full
+    Returns a dict: image uint8 [H, W, 3] (the canvas, IMAGE_SHAPE), image_meta float32
+    [12 + NUM_CLASSES], class_ids int32 [N], boxes float32 [N, 4], masks float32 [N, M, M]
+    (mini masks, or [N, H, W] full
     masks when USE_MINI_MASK is False), keypoints float32 [N, K, 3]. Instances whose box left
     the image (scale-jitter crop) are dropped; joints that left it get v = 0.
     """
@@ -55,7 +56,7 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
         raise ValueError(f"{dataset.image_reference(image_id)}: masks are {masks.shape[:2]} but "
                          f"the image is {(height, width)}")
 
-    side = config.IMAGE_MAX_DIM
+    canvas = transforms.config_canvas(config)  # (height, width)
     scale = transforms.compute_scale(height, width, config)
     if augment:
         if config.AUGMENT_FLIP and rng.random() < 0.5:
@@ -64,11 +65,11 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
         scale *= transforms.random_scale_factor(config, rng)
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
     if augment:
-        padding = transforms.jitter_padding(new_h, new_w, side, rng)
+        padding = transforms.jitter_padding(new_h, new_w, canvas, rng)
     else:
-        padding = transforms.centred_padding(new_h, new_w, side)
-    window = transforms.window_from_padding(new_h, new_w, padding, side)
-    molded = transforms.place_image(image, scale, padding, side, resize_method)  # [S, S, 3]
+        padding = transforms.centred_padding(new_h, new_w, canvas)
+    window = transforms.window_from_padding(new_h, new_w, padding, canvas)
+    molded = transforms.place_image(image, scale, padding, canvas, resize_method)  # [H, W, 3]
 
     molded_boxes = transforms.resize_boxes(boxes, scale, padding, window)  # [N, 4]
     molded_keypoints = transforms.resize_keypoints(keypoints, scale, padding, window)
@@ -81,8 +82,8 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
         molded_masks = targets.minimize_masks(masks[:, :, keep], source_boxes[keep],
                                               config.MINI_MASK_SHAPE)  # [n, m, m]
     else:
-        full = transforms.resize_masks(masks[:, :, keep], scale, padding, side)  # [S, S, n]
-        molded_masks = np.transpose(full, (2, 0, 1)).astype(np.float32)  # [n, S, S]
+        full = transforms.resize_masks(masks[:, :, keep], scale, padding, canvas)  # [H, W, n]
+        molded_masks = np.transpose(full, (2, 0, 1)).astype(np.float32)  # [n, H, W]
 
     meta = transforms.compose_image_meta(image_id, (height, width, 3), molded.shape, window,
                                          scale, dataset.active_class_ids(image_id))
@@ -188,7 +189,7 @@ class DataGenerator(keras.utils.PyDataset):
         batch = len(samples)
         limit = config.MAX_GT_INSTANCES
         mask_shape = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK \
-            else (config.IMAGE_MAX_DIM, config.IMAGE_MAX_DIM)
+            else transforms.config_canvas(config)
         k = config.NUM_KEYPOINTS
         out = {
             "input_image": np.zeros((batch,) + tuple(config.IMAGE_SHAPE), np.float32),

@@ -1,7 +1,9 @@
 """Geometry shared by the pipeline and the predictor: resize/pad, flip, scale jitter, image_meta.
 
 Every transform is one similarity `molded = original * scale + offset`, where offset is
-`(left, top)` of the resized image inside the IMAGE_MAX_DIM x IMAGE_MAX_DIM canvas. matterport
+`(left, top)` of the resized image inside the canvas (config.IMAGE_SHAPE[:2]: IMAGE_MAX_DIM
+square, or IMAGE_CANVAS_SHAPE (height, width); `canvas` arguments take an int side or a
+(height, width) pair). matterport
 writes the offset as `padding = [(top, bottom), (left, right), (0, 0)]`; the helpers here take
 that same `padding` (a negative top/left means the resized image was cropped, which only scale
 jitter does). Boxes are (x1, y1, x2, y2) and keypoints (x, y, v) in continuous pixel
@@ -65,12 +67,34 @@ def parse_image_meta(meta):
 
 
 # ------------------------------------------------------------------ scale and placement
+def canvas_hw(canvas):
+    """(height, width) of a canvas given as an int side or a (height, width[, channels])."""
+    if isinstance(canvas, (int, np.integer)):
+        return int(canvas), int(canvas)
+    return int(canvas[0]), int(canvas[1])
+
+
+def config_canvas(config):
+    """(height, width) of the config's molded canvas (IMAGE_SHAPE)."""
+    return canvas_hw(config.IMAGE_SHAPE)
+
+
+def _fit_canvas(height, width, scale, config):
+    """scale, lowered where needed so the resized image (rounded) fits the canvas."""
+    canvas_h, canvas_w = config_canvas(config)
+    if round(height * scale) > canvas_h or round(width * scale) > canvas_w:
+        scale = min(canvas_h / height, canvas_w / width)
+    return float(scale)
+
+
 def compute_scale(height, width, config):
     """matterport's "square" scale: upscale so the short side reaches IMAGE_MIN_DIM, at least
     IMAGE_MIN_SCALE, then cap so that the long side (rounded) fits IMAGE_MAX_DIM.
 
     IMAGE_RESIZE_MODE "torchvision" (GeneralizedRCNNTransform): up or down to
     min(IMAGE_MIN_DIM / short side, IMAGE_RESIZE_MAX_SIDE / long side) (0 means IMAGE_MAX_DIM).
+    Either way the image must then fit the canvas: a non-square IMAGE_CANVAS_SHAPE caps the
+    scale at min(canvas height / height, canvas width / width) too.
     """
     min_dim, max_dim = config.IMAGE_MIN_DIM, config.IMAGE_MAX_DIM
     if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
@@ -78,7 +102,7 @@ def compute_scale(height, width, config):
         scale = min(min_dim / min(height, width), max_side / max(height, width))
         if round(max(height, width) * scale) > max_dim:
             scale = max_dim / max(height, width)
-        return float(scale)
+        return _fit_canvas(height, width, scale, config)
     scale = 1.0
     if min_dim:
         scale = max(1.0, min_dim / min(height, width))
@@ -86,29 +110,32 @@ def compute_scale(height, width, config):
         scale = float(config.IMAGE_MIN_SCALE)
     if max_dim and round(max(height, width) * scale) > max_dim:
         scale = max_dim / max(height, width)
-    return float(scale)
+    return _fit_canvas(height, width, scale, config)
 
 
-def top_left_padding(resized_height, resized_width, side):
+def top_left_padding(resized_height, resized_width, canvas):
     """torchvision's batch padding: the image at the top-left corner, padded bottom / right."""
-    return [(0, side - resized_height), (0, side - resized_width), (0, 0)]
+    canvas_h, canvas_w = canvas_hw(canvas)
+    return [(0, canvas_h - resized_height), (0, canvas_w - resized_width), (0, 0)]
 
 
-def centred_padding(resized_height, resized_width, side):
-    """matterport's zero padding of a resized image to side x side, centred."""
-    top = (side - resized_height) // 2
-    left = (side - resized_width) // 2
-    return [(top, side - resized_height - top), (left, side - resized_width - left), (0, 0)]
+def centred_padding(resized_height, resized_width, canvas):
+    """matterport's zero padding of a resized image to the canvas, centred."""
+    canvas_h, canvas_w = canvas_hw(canvas)
+    top = (canvas_h - resized_height) // 2
+    left = (canvas_w - resized_width) // 2
+    return [(top, canvas_h - resized_height - top), (left, canvas_w - resized_width - left),
+            (0, 0)]
 
 
-def jitter_padding(resized_height, resized_width, side, rng):
+def jitter_padding(resized_height, resized_width, canvas, rng):
     """Padding (or cropping, as negative padding) for a scale-jittered image.
 
     A side that fits is centred, as matterport does; a side that is too long is cropped at a
     random offset drawn from rng, so every part of a large image can be seen.
     """
     offsets = []
-    for size in (resized_height, resized_width):
+    for size, side in zip((resized_height, resized_width), canvas_hw(canvas)):
         if size <= side:
             start = (side - size) // 2
         else:
@@ -117,11 +144,12 @@ def jitter_padding(resized_height, resized_width, side, rng):
     return [offsets[0], offsets[1], (0, 0)]
 
 
-def window_from_padding(resized_height, resized_width, padding, side):
-    """(y1, x1, y2, x2) of the image content inside the side x side canvas."""
+def window_from_padding(resized_height, resized_width, padding, canvas):
+    """(y1, x1, y2, x2) of the image content inside the canvas."""
+    canvas_h, canvas_w = canvas_hw(canvas)
     top, left = padding[0][0], padding[1][0]
-    return (max(top, 0), max(left, 0), min(top + resized_height, side),
-            min(left + resized_width, side))
+    return (max(top, 0), max(left, 0), min(top + resized_height, canvas_h),
+            min(left + resized_width, canvas_w))
 
 
 def _resize_uint8(image, height, width, method):
@@ -145,41 +173,41 @@ def _resize_uint8(image, height, width, method):
     return np.stack(planes, axis=-1)
 
 
-def place_image(image, scale, padding, side, method="pil"):
-    """Resize uint8 [H, W, C] by scale and put it into a zero side x side canvas at padding.
+def place_image(image, scale, padding, canvas, method="pil"):
+    """Resize uint8 [H, W, C] by scale and put it into a zero canvas at padding.
 
-    Returns uint8 [side, side, C]. Negative padding crops (scale jitter).
+    Returns uint8 [canvas_h, canvas_w, C]. Negative padding crops (scale jitter).
     """
     height, width = image.shape[:2]
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
     resized = _resize_uint8(image, new_h, new_w, method)  # [new_h, new_w, C]
-    canvas = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
+    out = np.zeros(canvas_hw(canvas) + (image.shape[2],), dtype=np.uint8)
     top, left = padding[0][0], padding[1][0]
-    y1, x1, y2, x2 = window_from_padding(new_h, new_w, padding, side)
-    canvas[y1:y2, x1:x2] = resized[y1 - top:y2 - top, x1 - left:x2 - left]
-    return canvas
+    y1, x1, y2, x2 = window_from_padding(new_h, new_w, padding, canvas)
+    out[y1:y2, x1:x2] = resized[y1 - top:y2 - top, x1 - left:x2 - left]
+    return out
 
 
 def resize_image(image, config, method="pil"):
     """matterport's "square" mode (or torchvision's: see compute_scale and
     _resize_image_torchvision, float32 out): returns (image, window, scale, padding).
 
-    image: uint8 [H, W, 3] -> uint8 [IMAGE_MAX_DIM, IMAGE_MAX_DIM, 3] (bilinear, zero padding,
-    centred); window (y1, x1, y2, x2) of the image in the canvas; scale (float); padding
+    image: uint8 [H, W, 3] -> uint8 [canvas_h, canvas_w, 3] (IMAGE_SHAPE; bilinear, zero
+    padding, centred); window (y1, x1, y2, x2) of the image in the canvas; scale (float); padding
     [(top, bottom), (left, right), (0, 0)].
     method "pil" (default) is Pillow's bilinear, 20-30x faster than skimage; "matterport"
     reproduces matterport's skimage resize bit for bit (it darkens the border pixel and does
     not anti-alias when shrinking).
     """
     height, width = image.shape[:2]
-    side = config.IMAGE_MAX_DIM
+    canvas = config_canvas(config)
     scale = compute_scale(height, width, config)
     if getattr(config, "IMAGE_RESIZE_MODE", "square") == "torchvision":
-        return _resize_image_torchvision(image, scale, side, config.MEAN_PIXEL)
+        return _resize_image_torchvision(image, scale, canvas, config.MEAN_PIXEL)
     new_h, new_w = int(round(height * scale)), int(round(width * scale))
-    padding = centred_padding(new_h, new_w, side)
-    window = window_from_padding(new_h, new_w, padding, side)
-    return place_image(image, scale, padding, side, method), window, scale, padding
+    padding = centred_padding(new_h, new_w, canvas)
+    window = window_from_padding(new_h, new_w, padding, canvas)
+    return place_image(image, scale, padding, canvas, method), window, scale, padding
 
 
 def torchvision_resized_size(height, width, scale):
@@ -209,15 +237,15 @@ def resize_bilinear_float(image, height, width):
     return rows[:, low] * w_low[None] + rows[:, high] * w_high[None]
 
 
-def _resize_image_torchvision(image, scale, side, fill):
+def _resize_image_torchvision(image, scale, canvas, fill):
     """IMAGE_RESIZE_MODE "torchvision": float bilinear to the floored size, top-left, padded
     with the mean pixel (0 after normalisation; the model zeroes it anyway) -> float32."""
     new_h, new_w = torchvision_resized_size(image.shape[0], image.shape[1], scale)
-    canvas = np.empty((side, side, image.shape[2]), np.float32)
-    canvas[...] = np.asarray(fill, np.float32)
-    canvas[:new_h, :new_w] = resize_bilinear_float(image, new_h, new_w)
-    padding = top_left_padding(new_h, new_w, side)
-    return canvas, (0, 0, new_h, new_w), scale, padding
+    out = np.empty(canvas_hw(canvas) + (image.shape[2],), np.float32)
+    out[...] = np.asarray(fill, np.float32)
+    out[:new_h, :new_w] = resize_bilinear_float(image, new_h, new_w)
+    padding = top_left_padding(new_h, new_w, canvas)
+    return out, (0, 0, new_h, new_w), scale, padding
 
 
 def torchvision_unmold_scale(window, original_shape):
@@ -266,12 +294,14 @@ def resize_keypoints(keypoints, scale, padding, window=None):
     return out
 
 
-def resize_masks(masks, scale, padding, side):
-    """Full masks bool [H, W, N] -> bool [side, side, N] with the image's scale and padding."""
+def resize_masks(masks, scale, padding, canvas):
+    """Full masks bool [H, W, N] -> bool [canvas_h, canvas_w, N] with the image's scale and
+    padding."""
     height, width, count = masks.shape
-    out = np.zeros((side, side, count), dtype=bool)
+    out = np.zeros(canvas_hw(canvas) + (count,), dtype=bool)
     for i in range(count):
-        placed = place_image(masks[:, :, i:i + 1].astype(np.uint8) * 255, scale, padding, side)
+        placed = place_image(masks[:, :, i:i + 1].astype(np.uint8) * 255, scale, padding,
+                             canvas)
         out[:, :, i] = placed[:, :, 0] >= 128
     return out
 

@@ -118,8 +118,9 @@ def compute_scale(height, width, config, dtype="float64"):
         scale = tf.minimum(float(config.IMAGE_MIN_DIM) / tf.minimum(h, w),
                            float(max_side) / tf.maximum(h, w))
         longest = tf.maximum(h, w)
-        return tf.where(tf.round(longest * scale) > config.IMAGE_MAX_DIM,
-                        float(config.IMAGE_MAX_DIM) / longest, scale)
+        scale = tf.where(tf.round(longest * scale) > config.IMAGE_MAX_DIM,
+                         float(config.IMAGE_MAX_DIM) / longest, scale)
+        return _fit_canvas(h, w, scale, config)
     scale = tf.ones([], dtype)
     if config.IMAGE_MIN_DIM:
         scale = tf.maximum(float(config.IMAGE_MIN_DIM) / tf.minimum(h, w), 1.0)
@@ -129,11 +130,21 @@ def compute_scale(height, width, config, dtype="float64"):
         longest = tf.maximum(h, w)
         scale = tf.where(tf.round(longest * scale) > config.IMAGE_MAX_DIM,
                          float(config.IMAGE_MAX_DIM) / longest, scale)
-    return scale
+    return _fit_canvas(h, w, scale, config)
+
+
+def _fit_canvas(h, w, scale, config):
+    """transforms._fit_canvas in TF: the scale lowered where the resized image would not fit
+    the (possibly non-square) canvas."""
+    tf = _tf()
+    canvas_h, canvas_w = (float(v) for v in config.IMAGE_SHAPE[:2])
+    too_big = tf.logical_or(tf.round(h * scale) > canvas_h, tf.round(w * scale) > canvas_w)
+    return tf.where(too_big, tf.minimum(canvas_h / h, canvas_w / w), scale)
 
 
 def mold_image(image, config, exact=True):
-    """One uint8 [H, W, 3] image -> (molded float32 [S, S, 3], image_meta float32 [M],
+    """One uint8 [H, W, 3] image -> (molded float32 [CH, CW, 3] (the canvas, IMAGE_SHAPE),
+    image_meta float32 [M],
     window int32 [4] (y1, x1, y2, x2), scale float32 []), as Predictor.mold_inputs.
 
     exact=True computes the scale in float64 and resizes bit-exactly like Pillow; False keeps
@@ -141,7 +152,7 @@ def mold_image(image, config, exact=True):
     """
     tf = _tf()
     dtype = tf.float64 if exact else tf.float32
-    side = config.IMAGE_MAX_DIM
+    canvas_h, canvas_w = (int(v) for v in config.IMAGE_SHAPE[:2])
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = compute_scale(height, width, config, dtype)
@@ -159,17 +170,18 @@ def mold_image(image, config, exact=True):
         new_w = tf.cast(tf.round(tf.cast(width, dtype) * scale), tf.int32)
         # Same size gives identity weights, so no branch is needed for unscaled images.
         resized = resize_bilinear_like_pillow(image, new_h, new_w, exact)  # uint8 [new_h, new_w]
-        top = (side - new_h) // 2
-        left = (side - new_w) // 2
+        top = (canvas_h - new_h) // 2
+        left = (canvas_w - new_w) // 2
     molded = tf.pad(tf.cast(resized, tf.float32) - fill,
-                    [[top, side - new_h - top], [left, side - new_w - left], [0, 0]]) + fill
-    molded = tf.reshape(molded, (side, side, 3))  # [S, S, 3], static
+                    [[top, canvas_h - new_h - top], [left, canvas_w - new_w - left],
+                     [0, 0]]) + fill
+    molded = tf.reshape(molded, (canvas_h, canvas_w, 3))  # [CH, CW, 3], static
     window = tf.stack([top, left, top + new_h, left + new_w])  # [4] int32
     scale32 = tf.cast(scale, tf.float32)
     meta = tf.concat([
         tf.zeros([1]),  # image_id
         tf.cast(tf.stack([height, width, 3]), tf.float32),  # original shape
-        tf.constant([side, side, 3], tf.float32),  # molded shape
+        tf.constant([canvas_h, canvas_w, 3], tf.float32),  # molded shape
         tf.cast(window, tf.float32),
         scale32[None],
         tf.zeros([config.NUM_CLASSES]),  # active_class_ids, zeros at inference (matterport)

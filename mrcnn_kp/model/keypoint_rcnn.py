@@ -153,9 +153,9 @@ class KeypointRCNNTrainingModel(keras.Model):
 # ------------------------------------------------------------------------------ inputs
 def build_inputs(config):
     """The training batch dict of docs/ARCHITECTURE.md as keras.Input tensors (names = keys)."""
-    s = config.IMAGE_SHAPE[0]
     g, k = config.MAX_GT_INSTANCES, config.NUM_KEYPOINTS
-    mask_side = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (s, s)
+    mask_side = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK \
+        else tuple(config.IMAGE_SHAPE[:2])
     specs = {
         "input_image": (tuple(config.IMAGE_SHAPE), "float32"),
         "input_image_meta": ((config.IMAGE_META_SIZE,), "float32"),

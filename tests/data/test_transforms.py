@@ -143,6 +143,74 @@ def test_flip_in_the_pipeline_mirrors_image_keypoints_and_mini_masks(coco_datase
     assert diff.mean() < 3.0  # the same picture, mirrored (up to a pixel of padding offset)
 
 
+# ------------------------------------------------------------------ non-square canvas
+@pytest.mark.parametrize("shape, window, scale", [
+    ((426, 640, 3), (0, 95, 384, 672), 384 / 426),  # landscape: shrunk to the canvas height
+    ((640, 426, 3), (0, 256, 384, 512), 384 / 640),  # portrait: more so
+    ((100, 900, 3), (149, 0, 234, 768), 768 / 900),  # panorama: up, the long side at 768
+])
+def test_resize_image_fits_a_non_square_canvas(shape, window, scale):
+    """IMAGE_CANVAS_SHAPE (384, 768): the square rule (short side to IMAGE_MIN_DIM, long side
+    at most IMAGE_MAX_DIM) and then whatever fits both canvas sides, centred."""
+    config = Config(IMAGE_MIN_DIM=384, IMAGE_MAX_DIM=768, IMAGE_CANVAS_SHAPE=(384, 768))
+    image = np.full(shape, 200, np.uint8)
+    molded, got_window, got_scale, _ = transforms.resize_image(image, config)
+    assert molded.shape == (384, 768, 3)
+    assert got_scale == pytest.approx(scale)
+    y1, x1, y2, x2 = got_window
+    assert (y2 - y1, x2 - x1) == (round(shape[0] * scale), round(shape[1] * scale))
+    assert tuple(got_window) == window
+    assert (molded[y1:y2, x1:x2] == 200).all() and molded.sum() == 200 * 3 * (y2 - y1) * (x2 - x1)
+    meta = transforms.parse_image_meta(transforms.compose_image_meta(
+        0, shape, molded.shape, got_window, got_scale, [1, 1]))
+    assert tuple(meta["image_shape"]) == (384, 768, 3)
+    box = transforms.resize_boxes([[10, 20, 300, 400]], got_scale,
+                                  [(y1, 0), (x1, 0), (0, 0)])
+    np.testing.assert_allclose(transforms.unmold_boxes(box, got_window, got_scale),
+                               [[10, 20, 300, 400]], atol=1e-3)
+
+
+def test_training_samples_fill_a_non_square_canvas_with_jitter():
+    """load_image_gt on a (64, 128) canvas with scale jitter: the image, full masks and the
+    joints are placed together (each labelled joint sits on its red dot)."""
+    from mrcnn_kp.data.dataset import Dataset
+
+    class OneImage(Dataset):
+        def load_image(self, image_id):
+            image = np.zeros((60, 100, 3), np.uint8)
+            image[28:32, 78:82] = (255, 0, 0)  # a red dot centred on (80, 30)
+            return image
+
+        def load_instances(self, image_id):
+            keypoints = np.zeros((1, 17, 3), np.float32)
+            keypoints[0, 0] = (80.0, 30.0, 2)
+            masks = np.zeros((60, 100, 1), bool)
+            masks[10:50, 60:95] = True
+            return {"class_ids": np.array([1], np.int32),
+                    "boxes": np.array([[60.0, 10.0, 95.0, 50.0]], np.float32),
+                    "masks": masks, "keypoints": keypoints}
+
+    dataset = OneImage()
+    dataset.add_class("coco", 1, "person")
+    dataset.add_image("coco", 0, None)
+    dataset.prepare()
+    config = TinyConfig(IMAGE_MIN_DIM=64, IMAGE_CANVAS_SHAPE=(64, 128), USE_MINI_MASK=False,
+                        AUGMENT_FLIP=False, AUGMENT_SCALE_RANGE=(0.8, 1.6))
+    seen = 0
+    for seed in range(8):
+        sample = load_image_gt(dataset, config, 0, augment=True,
+                               rng=np.random.default_rng(seed))
+        assert sample["image"].shape == (64, 128, 3)
+        if len(sample["boxes"]):
+            assert sample["masks"].shape == (1, 64, 128)
+        x, y, v = sample["keypoints"][0, 0] if len(sample["keypoints"]) else (0, 0, 0)
+        if v > 0:
+            seen += 1
+            assert sample["image"][int(y), int(x)].tolist() == [255, 0, 0]
+            assert sample["masks"][0, int(y), int(x)] == 1.0
+    assert seen >= 4
+
+
 # ------------------------------------------------------------------ scale jitter
 def test_scale_jitter_moves_image_and_annotations_together():
     config = TinyConfig(AUGMENT_FLIP=False, AUGMENT_SCALE_RANGE=(2.0, 2.0))

@@ -338,3 +338,24 @@ def test_mold_image_follows_the_torchvision_resize_mode(height, width):
     assert scale.numpy() == np.float32(want_scale)
     # tf's half-pixel bilinear is torch's up to its float32 coordinate arithmetic (1 / 5000)
     np.testing.assert_allclose(molded.numpy(), want, atol=0.02)
+
+
+@pytest.mark.parametrize("height, width", [(100, 64), (37, 200), (300, 260)])
+@pytest.mark.parametrize("mode", ["square", "torchvision"])
+def test_mold_image_fits_a_non_square_canvas_like_transforms(height, width, mode):
+    """IMAGE_CANVAS_SHAPE (64, 128): the exported molding has the canvas' static shape, the
+    same window and scale as transforms.resize_image, and (square mode) the same pixels."""
+    from mrcnn_kp.data import transforms
+
+    config = TinyConfig(IMAGES_PER_GPU=1, IMAGE_MIN_DIM=64, IMAGE_CANVAS_SHAPE=(64, 128),
+                        IMAGE_RESIZE_MODE=mode)
+    image = image_of(height, width)
+    molded, meta, window, scale = export.mold_image(tf.constant(image), config)
+    want, want_window, want_scale, _ = transforms.resize_image(image, config)
+    assert molded.shape == (64, 128, 3) and tuple(meta.numpy()[4:7]) == (64, 128, 3)
+    assert tuple(window.numpy()) == tuple(want_window)
+    assert scale.numpy() == np.float32(want_scale)
+    if mode == "square":
+        np.testing.assert_array_equal(molded.numpy(), want)
+    else:
+        np.testing.assert_allclose(molded.numpy(), want, atol=0.02)

@@ -61,14 +61,15 @@ def test_eager_training_losses_are_finite_and_counted(tiny):
 
 def check_inference_outputs(out, config):
     """Padding, order, boxes inside the image, joints inside their box, masks in [0, 1]."""
-    d, side = config.DETECTION_MAX_INSTANCES, config.IMAGE_SHAPE[0]
+    d, (height, width) = config.DETECTION_MAX_INSTANCES, config.IMAGE_SHAPE[:2]
     assert out["boxes"].shape == (config.BATCH_SIZE, d, 4)
     for b, count in enumerate(out["num_detections"]):
         assert 0 <= count <= d
         assert np.all(out["class_ids"][b, :count] == 1) and np.all(out["class_ids"][b, count:] == 0)
         assert np.all(np.diff(out["scores"][b, :count]) <= 0)
         boxes, kps = out["boxes"][b, :count], out["keypoints"][b, :count]
-        assert np.all(boxes[:, 2:] > boxes[:, :2]) and np.all(boxes >= 0) and np.all(boxes <= side)
+        assert np.all(boxes[:, 2:] > boxes[:, :2]) and np.all(boxes >= 0)
+        assert np.all(boxes[:, 0::2] <= width) and np.all(boxes[:, 1::2] <= height)
         inside = ((kps[..., 0] >= boxes[:, None, 0]) & (kps[..., 0] <= boxes[:, None, 2])
                   & (kps[..., 1] >= boxes[:, None, 1]) & (kps[..., 1] <= boxes[:, None, 3]))
         assert inside.all()  # decoded joints lie in their box
@@ -94,6 +95,28 @@ def test_fit_two_steps_then_predict(tiny):
     out = inference.predict_on_batch(image_inputs(batch))  # graph mode, trained weights
     check_inference_outputs({k: np.asarray(v) for k, v in out.items()}, config)
     assert np.all(np.isfinite(out["keypoints"]))
+
+
+def test_a_non_square_canvas_trains_and_predicts_inside_it():
+    """IMAGE_CANVAS_SHAPE (64, 128): anchors, targets, ROIAlign and detection all take the
+    canvas' height and width; people placed anywhere in the wide canvas are learnt from, and
+    every detection stays inside 128 x 64."""
+    config = TinyConfig(IMAGE_CANVAS_SHAPE=(64, 128), DETECTION_MIN_CONFIDENCE=0.0)
+    training, inference = build_models(config)
+    assert tuple(training.get_layer("input_image").output.shape) == (None, 64, 128, 3)
+    batch = make_batch(config, seed=5)
+    assert batch["input_rpn_match"].shape == (config.BATCH_SIZE, config.NUM_ANCHORS)
+    assert (batch["input_rpn_match"] == 1).any()
+    training.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, clipnorm=5.0))
+    history = training.fit(batch, batch_size=config.BATCH_SIZE, epochs=1, verbose=0).history
+    assert all(np.all(np.isfinite(v)) for v in history.values())
+    assert history["keypoint_loss"][0] > 0
+    out = inference.predict_on_batch(image_inputs(batch))
+    out = {k: np.asarray(v) for k, v in out.items()}
+    assert out["boxes"].shape == (config.BATCH_SIZE, config.DETECTION_MAX_INSTANCES, 4)
+    check_inference_outputs(out, config)
+    assert out["num_detections"].min() > 0
+    assert out["boxes"][..., 2].max() > 64  # the canvas' width is used, not its height
 
 
 def test_loss_weights_scale_the_total():
