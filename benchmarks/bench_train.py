@@ -15,7 +15,8 @@ its peak RSS is its own.
 head, 32 in the keypoint head, no mask head, and the trainer's stage "3+" (conv1 and res2
 frozen: torchvision's trainable_backbone_layers=3; batch norm frozen with no trainable
 gamma/beta, like its FrozenBatchNorm2d: TRAIN_BN False, the default). Without it every layer
-trains, batch-norm gamma/beta included.
+trains, batch-norm gamma/beta included. --layers picks the trainer's stage instead (heads, 3+,
+4+, 5+, all or a regex): the peak memory per stage shows where a step's memory goes.
 """
 import argparse
 import os
@@ -45,10 +46,11 @@ def one_batch(args, batch):
     config = _common.make_config(preset, canvas, **overrides)
     keras.utils.set_random_seed(0)
     model = build_training_model(config)
-    if args.torchvision_like:
+    layers = args.layers or ("3+" if args.torchvision_like else None)
+    if layers:
         from mrcnn_kp.training.stages import set_trainable
 
-        set_trainable(model, "3+", config)
+        set_trainable(model, layers, config)
     model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4),
                   run_eagerly=args.small)  # --small: no tracing, seconds
     data = _common.training_batch(config, height, width)
@@ -63,7 +65,7 @@ def one_batch(args, batch):
         loss_finite=bool(all(np.isfinite(float(v)) for v in losses.values())),
         losses_last={k: round(float(v), 4) for k, v in losses.items()},
         box_head_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
-        mask_head=bool(config.USE_MASK_HEAD),
+        mask_head=bool(config.USE_MASK_HEAD), layers=layers or "every layer",
         trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         peak_rss_mib=_common.rss_mib(), runtime=runtime)
     from mrcnn_kp.model.roi_targets import keypoint_slots
@@ -82,6 +84,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--torchvision-like", action="store_true",
                     help="torchvision's RoI counts, no mask head, conv1/res2 frozen")
+    ap.add_argument("--layers", help="train only this stage's layers (heads, 3+, 4+, 5+, all, a "
+                    "regex; default: every layer, or 3+ with --torchvision-like)")
     ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px")
     ap.add_argument("--square-canvas", action="store_true",
                     help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
@@ -101,6 +105,7 @@ def main():
                args.size, "--repeats", args.repeats, "--child-batch", batch]
         cmd += ["--small"] * args.small + ["--torchvision-like"] * args.torchvision_like
         cmd += ["--square-canvas"] * args.square_canvas
+        cmd += ["--layers", args.layers] if args.layers else []
         try:
             child = _common.run_json(cmd)
         except RuntimeError as error:  # e.g. killed for memory at a large batch

@@ -129,6 +129,26 @@ def test_detect_other_shape_in_the_same_slot_is_unmolded_with_its_own_window(con
     np.testing.assert_allclose(result["rois"][0], expected, atol=1e-4)
 
 
+def test_detect_on_a_non_square_canvas_unmolds_with_its_window(config):
+    """IMAGE_CANVAS_SHAPE (64, 128): a 100 x 160 image would be 80 x 128 by the square rule
+    (long side to 128); the canvas height caps the scale at 64 / 100 = 0.64: 64 x 102, centred
+    at (top 0, left 13). A molded box and joint come back in original pixels."""
+    wide = TinyConfig(IMAGE_MIN_DIM=64, IMAGE_CANVAS_SHAPE=(64, 128))
+    values = slot_values(wide)
+    s, top, left = 0.64, 0, 13
+    values["boxes"][0, 0] = [16 * s + left, 9 * s + top, 96 * s + left, 81 * s + top]
+    values["keypoints"][0, 0, 5] = [40 * s + left, 30 * s + top, 3.5]
+    values["num_detections"] = np.array([1, 1], np.int32)
+    stand_in = FixedModel(values)
+    result = Predictor(stand_in, wide).detect([np.full((100, 160, 3), 90, np.uint8)])[0]
+    assert stand_in.calls[0][0] == (2, 64, 128, 3)
+    meta = stand_in.calls[0][1][0]
+    assert tuple(meta[4:7]) == (64, 128, 3) and tuple(meta[7:11]) == (0, 13, 64, 115)
+    np.testing.assert_allclose(result["rois"], [[16, 9, 96, 81]], atol=1e-4)
+    np.testing.assert_allclose(result["keypoints"][0, 5], [40, 30, 3.5], atol=1e-4)
+    assert result["masks"].shape == (100, 160, 1)
+
+
 def test_mold_inputs_puts_the_converted_image_in_the_window(config, model):
     predictor = Predictor(model, config)
     gray = np.full((90, 160), 100, np.uint8)

@@ -199,6 +199,60 @@ def test_pyramid_roi_align_gradient_reaches_every_level(use_fast_path):
     np.testing.assert_allclose(per_level, [[18, 18], [9, 9], [9, 9], [9, 9]], atol=1e-3)
 
 
+def gradients(fn, *arrays):
+    """d fn / d each array (fn returns a scalar), on the running backend (graph / jit)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [np.asarray(g) for g in
+                jax.jit(jax.grad(fn, argnums=tuple(range(len(arrays)))))(*arrays)]
+    import tensorflow as tf
+
+    @tf.function
+    def run(*tensors):
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        return tape.gradient(value, tensors)
+
+    return [g.numpy() for g in run(*[tf.constant(a) for a in arrays])]
+
+
+def autodiff_roi_align(features, boxes, box_indices, output_size, spatial_scale,
+                       sampling_ratio):
+    """roi_align with autodiff's gradient: the same samples (roi_align._sample_from_table)
+    without the written-out backward."""
+    _, height, width, channels = features.shape
+    grid = roi_align._sample_grid(boxes, spatial_scale, output_size, sampling_ratio, True)
+    ones = keras.ops.ones_like(boxes[:, 0])
+    samples = roi_align._sample_from_table(
+        keras.ops.reshape(features, (-1, channels)), box_indices * (height * width),
+        ones * height, ones * width, grid,
+        (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio))
+    return roi_align._average_bins(samples, output_size, sampling_ratio)
+
+
+@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
+def test_written_out_gradient_equals_autodiff(sampling_ratio):
+    """The feature-map gradient of roi_align (written out: one corner at a time, no
+    IndexedSlices) is autodiff's of the same samples, boxes at the borders and outside
+    included, for a random cotangent."""
+    rng = np.random.default_rng(12)
+    features = rng.normal(size=(2, 24, 32, 3)).astype(np.float32)
+    boxes = np.concatenate([random_boxes(rng, 9, 64), EDGE_BOXES]).astype(np.float32)
+    box_indices = (np.arange(len(boxes)) % 2).astype(np.int32)
+    cotangent = rng.normal(size=(len(boxes), 5, 4, 3)).astype(np.float32)
+
+    def loss(pool):
+        return lambda f: keras.ops.sum(pool(f, boxes, box_indices, (5, 4), 0.5,
+                                            sampling_ratio) * cotangent)
+
+    (written,) = gradients(loss(roi_align.roi_align), features)
+    (autodiff,) = gradients(loss(autodiff_roi_align), features)
+    assert np.abs(autodiff).max() > 0.1
+    np.testing.assert_allclose(written, autodiff, atol=1e-5)
+
+
 def test_pyramid_roi_align_batched_inside_a_keras_model_with_symbolic_batch(in_keras_model):
     rng = np.random.default_rng(10)
     features = pyramid(rng, batch=2, image=128, channels=4)
