@@ -9,13 +9,15 @@
 The three parts run one after the other (never at the same time), each in its own process:
 torchvision (through MRCNN_KP_TV_PYTHON, default /tmp/peers/tv/bin/python, reusing the
 model, probes and train step of ../shared/peers/bench_torchvision.py), then ours
-(bench_model.py --no-mask, bench_train.py --torchvision-like). Like for like:
+(bench_model.py --torchvision-like, bench_train.py --torchvision-like). Like for like:
 - same image size (torchvision pads 800x1067 to 800x1088; our static canvas is the smallest
   in multiples of 64, 832x1088, 4 % more pixels; --square-canvas: 1088x1088, 36 % more, as
   before IMAGE_CANVAS_SHAPE), batch 1 inference, random weights on both sides;
 - N boxes through the keypoint head: torchvision box_score_thresh 0 and
-  detections_per_img N; ours DETECTION_MIN_CONFIDENCE 0 and DETECTION_MAX_INSTANCES N; no
-  mask head on our side (torchvision's keypointrcnn has none);
+  detections_per_img N; ours DETECTION_MIN_CONFIDENCE 0 and DETECTION_MAX_INSTANCES N;
+- the same network where the default (matterport) config costs more: no mask head on our
+  side (torchvision's keypointrcnn has none) and the RPN's 3x3 conv 256 wide, not
+  matterport's 512 (_common.TORCHVISION_ARCHITECTURE; before session 4 ours ran 512);
 - train step: 512 RoIs per image in the box head, 32 positive RoIs per image in the keypoint
   head, conv1 + res2 frozen, frozen batch norm, SGD(1e-4, momentum 0.9, wd 1e-4).
 ratios.* = ours / torchvision (below 1: ours is faster or smaller). Targets (issue 12, CPU):
@@ -132,7 +134,7 @@ def main():
         result["ours_infer"] = json.loads(Path(args.ours_infer_json).read_text())
     else:
         result["ours_infer"] = _common.run_json(
-            [sys.executable, here / "bench_model.py", "--no-mask", "--persons",
+            [sys.executable, here / "bench_model.py", "--torchvision-like", "--persons",
              ",".join(map(str, persons))] + common)
     result["load_before"]["ours_train"] = [round(x, 2) for x in os.getloadavg()]
     if args.ours_train_json:

@@ -29,7 +29,7 @@ def run_script(name, *args, out):
 def outputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     infer = run_script("bench_model.py", "--small", "--persons", "1,3", "--repeats", "1",
-                       "--no-mask", out=folder / "infer.json")
+                       "--torchvision-like", out=folder / "infer.json")
     train = run_script("bench_train.py", "--small", "--batches", "1", "--repeats", "1",
                        "--torchvision-like", out=folder / "train.json")
     compare = run_script("compare_torchvision.py", "--small", "--skip-torchvision",
@@ -42,6 +42,8 @@ def outputs(tmp_path_factory):
 def test_bench_model_reports_latency_per_person_count(outputs):
     infer = outputs[0]
     assert infer["preset"] == "tiny" and infer["mask_head"] is False
+    assert infer["torchvision_like"] is True and infer["rpn_conv_channels"] == 256
+    assert infer["canvas"] == [128, 128]
     assert sorted(infer["infer"]) == ["persons_1", "persons_3"]
     for n in (1, 3):
         case = infer["infer"][f"persons_{n}"]
