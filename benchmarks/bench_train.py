@@ -8,9 +8,10 @@
 
 A step = train_on_batch (graph mode: forward with the six losses, backward, SGD(1e-4,
 momentum 0.9, weight decay 1e-4) update), random weights, random images of --size molded into
-the canvas (832x1088 for 800x1067; --square-canvas: 1088x1088) with torchvision's benchmark persons (3 per image, 17 joints). One warm-up
-step (tracing), then --repeats steps, median (--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so
-its peak RSS is its own.
+the canvas (832x1088 for 800x1067; --square-canvas: 1088x1088) with torchvision's benchmark
+persons (3 per image, 17 joints). One warm-up step (tracing), then --repeats steps, median
+(--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so its peak
+RSS is its own.
 --torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
 head, 32 in the keypoint head, no mask head, and the trainer's stage "3+" (conv1 and res2
 frozen: torchvision's trainable_backbone_layers=3; batch norm frozen with no trainable

@@ -137,7 +137,8 @@ def main():
 
     _common.emit({
         "script": "profile_train_step", "preset": preset, "image_hw": [height, width],
-        "canvas": list(canvas), "batch": config.BATCH_SIZE, "torchvision_like": args.torchvision_like,
+        "canvas": list(canvas), "batch": config.BATCH_SIZE,
+        "torchvision_like": args.torchvision_like,
         "warmup_s": round(warmup_s, 2), "wall_s_per_step": round(wall_s, 4),
         "kernel_s_per_step": round(all_s, 4), "runtime": runtime,
         "top": ranked(collections.Counter({k: v / args.steps for k, v in kernels.items()}),

@@ -69,8 +69,9 @@ def main(argv=None):
 
 def requested_canvas(args):
     """IMAGE_MAX_DIM of the config a command will use, when the command line says it (the demo's
-    preset, or a --config preset or json); None when it is left to the weights' saved config,
-    or when --config is unusable (the command itself reports that)."""
+    preset, or a --config preset or json, with train's --set overrides); None when it is left
+    to the weights' saved config, or when --config or --set is unusable (the command itself
+    reports that)."""
     from mrcnn_kp.commands.predict import CommandError, load_config_arg
     from mrcnn_kp.config import CpuDemoConfig
 
@@ -80,8 +81,13 @@ def requested_canvas(args):
     if not name:
         return None
     try:
-        return load_config_arg(name).IMAGE_MAX_DIM
-    except (CommandError, OSError, ValueError):  # ValueError: ConfigError, malformed json
+        config = load_config_arg(name)
+        if getattr(args, "overrides", None):
+            from mrcnn_kp.commands.train import parse_overrides
+
+            config = config.copy(**parse_overrides(args.overrides))
+        return config.IMAGE_MAX_DIM
+    except (CommandError, OSError, ValueError, SystemExit):  # ConfigError, malformed json/--set
         return None
 
 

@@ -65,6 +65,10 @@ def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
     Config(IMAGE_MAX_DIM=448, IMAGE_MIN_DIM=448).to_json(config_json)
     assert requested_canvas(parser.parse_args(["demo"])) == 256
     assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 384
+    assert requested_canvas(parser.parse_args(
+        ["train", "--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=640", "IMAGE_MAX_DIM=640"])) == 640
+    assert requested_canvas(parser.parse_args(
+        ["train", "--config", "coco_cpu", "--set", "IMAGE_MAX_DIM"])) is None  # train says why
     assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
     assert requested_canvas(parser.parse_args(
         ["evaluate", "--dataset", "a.json", "--config", str(config_json)])) == 448
