@@ -40,9 +40,9 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
     (config.AUGMENT_SCALE_RANGE), drawn from rng.
     Returns a dict: image uint8 [H, W, 3] (the canvas, IMAGE_SHAPE), image_meta float32
     [12 + NUM_CLASSES], class_ids int32 [N], boxes float32 [N, 4], masks float32 [N, M, M]
-    (mini masks, or [N, H, W] full
-    masks when USE_MINI_MASK is False), keypoints float32 [N, K, 3]. Instances whose box left
-    the image (scale-jitter crop) are dropped; joints that left it get v = 0.
+    (mini masks, or [N, H, W] full masks when USE_MINI_MASK is False), keypoints float32
+    [N, K, 3]. Instances whose box left the image (scale-jitter crop) are dropped; joints that
+    left it get v = 0.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     image = dataset.load_image(image_id)  # [H, W, 3] uint8

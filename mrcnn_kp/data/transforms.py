@@ -3,10 +3,9 @@
 Every transform is one similarity `molded = original * scale + offset`, where offset is
 `(left, top)` of the resized image inside the canvas (config.IMAGE_SHAPE[:2]: IMAGE_MAX_DIM
 square, or IMAGE_CANVAS_SHAPE (height, width); `canvas` arguments take an int side or a
-(height, width) pair). matterport
-writes the offset as `padding = [(top, bottom), (left, right), (0, 0)]`; the helpers here take
-that same `padding` (a negative top/left means the resized image was cropped, which only scale
-jitter does). Boxes are (x1, y1, x2, y2) and keypoints (x, y, v) in continuous pixel
+(height, width) pair). matterport writes the offset as
+`padding = [(top, bottom), (left, right), (0, 0)]`; the helpers here take that same `padding`
+(a negative top/left means the resized image was cropped, which only scale jitter does). Boxes are (x1, y1, x2, y2) and keypoints (x, y, v) in continuous pixel
 coordinates (docs/ARCHITECTURE.md), so a horizontal flip maps x to W - x.
 
 Images stay uint8 here; the pipeline casts once when it assembles a batch.
