@@ -144,8 +144,8 @@ def _fit_canvas(h, w, scale, config):
 
 def mold_image(image, config, exact=True):
     """One uint8 [H, W, 3] image -> (molded float32 [CH, CW, 3] (the canvas, IMAGE_SHAPE),
-    image_meta float32 [M],
-    window int32 [4] (y1, x1, y2, x2), scale float32 []), as Predictor.mold_inputs.
+    image_meta float32 [M], window int32 [4] (y1, x1, y2, x2), scale float32 []), as
+    Predictor.mold_inputs.
 
     exact=True computes the scale in float64 and resizes bit-exactly like Pillow; False keeps
     every op float32 for TFLite (see resize_bilinear_like_pillow and compute_scale).
