@@ -97,7 +97,8 @@ def test_fit_two_steps_then_predict(tiny):
     assert np.all(np.isfinite(out["keypoints"]))
 
 
-def test_a_non_square_canvas_trains_and_predicts_inside_it():
+@pytest.mark.tf_only  # the model code is the same on JAX (fit there: the test above); saves
+def test_a_non_square_canvas_trains_and_predicts_inside_it():  # the JAX re-run ~1 min
     """IMAGE_CANVAS_SHAPE (64, 128): anchors, targets, ROIAlign and detection all take the
     canvas' height and width; people placed anywhere in the wide canvas are learnt from, and
     every detection stays inside 128 x 64."""
