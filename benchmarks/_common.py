@@ -155,6 +155,20 @@ def time_calls(fn, repeats, warmup=1):
             "warmup_s": [round(t, 3) for t in warm], "cpu": cpu.report()}
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def apply_precision(name):
+    """Set Keras' global dtype policy (before the model is built); the config override that
+    records it: {} for float32, else {"MIXED_PRECISION": name}."""
+    import keras
+
+    if name not in PRECISIONS:
+        raise SystemExit(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy(name)
+    return {} if name == "float32" else {"MIXED_PRECISION": name}
+
+
 def make_config(preset, canvas=None, **overrides):
     """A preset of mrcnn_kp.config.PRESETS with the canvas (a side, or (height, width): a
     non-square IMAGE_CANVAS_SHAPE) and overrides applied."""

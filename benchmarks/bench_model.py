@@ -49,6 +49,9 @@ def main():
     ap.add_argument("--torchvision-like", action="store_true",
                     help="torchvision's RPN width (256) and no mask head "
                          "(_common.TORCHVISION_ARCHITECTURE)")
+    ap.add_argument("--precision", default="float32", choices=_common.PRECISIONS,
+                    help="Keras dtype policy (mixed_bfloat16: bf16 convs on CPUs with "
+                         "AVX512_BF16 / AMX)")
     ap.add_argument("--no-mask", action="store_true", help="USE_MASK_HEAD=False (torchvision "
                     "keypointrcnn has no mask head)")
     ap.add_argument("--profile", action="store_true", help="per-stage times at the largest N")
@@ -70,6 +73,7 @@ def main():
 
     persons = [int(n) for n in (args.persons or ("1,4" if args.small else "1,10,50")).split(",")]
     overrides = dict(DETECTION_MIN_CONFIDENCE=0.0, IMAGES_PER_GPU=1, GPU_COUNT=1)
+    overrides.update(_common.apply_precision(args.precision))
     if args.torchvision_like:
         overrides.update(_common.TORCHVISION_ARCHITECTURE)
     if args.no_mask:
@@ -79,7 +83,7 @@ def main():
     result = {"figure": "inference latency vs persons", "preset": preset,
               "image_hw": [height, width], "canvas": list(canvas),
               "mask_head": bool(base.USE_MASK_HEAD), "rpn_conv_channels": base.RPN_CONV_CHANNELS,
-              "torchvision_like": args.torchvision_like,
+              "torchvision_like": args.torchvision_like, "precision": args.precision,
               "batch": 1, "repeats": args.repeats, "weights": "random (seed 0)", "infer": {},
               "runtime": runtime}
     weights, model = None, None

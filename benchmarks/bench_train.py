@@ -39,6 +39,7 @@ def one_batch(args, batch):
     from mrcnn_kp.model.keypoint_rcnn import build_training_model
 
     overrides = dict(IMAGES_PER_GPU=batch, GPU_COUNT=1)
+    overrides.update(_common.apply_precision(args.precision))
     if args.torchvision_like:
         overrides.update(_common.TORCHVISION_LIKE)
         # TinyConfig has only POST_NMS_ROIS_TRAINING (64) proposals to sample from
@@ -52,8 +53,10 @@ def one_batch(args, batch):
         from mrcnn_kp.training.stages import set_trainable
 
         set_trainable(model, layers, config)
-    model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4),
-                  run_eagerly=args.small)  # --small: no tracing, seconds
+    optimizer = keras.optimizers.SGD(1e-4, momentum=0.9, weight_decay=1e-4)
+    if args.precision == "mixed_float16":  # float16 gradients need loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, run_eagerly=args.small)  # --small: no tracing, seconds
     data = _common.training_batch(config, height, width)
     losses = {}
 
@@ -67,6 +70,7 @@ def one_batch(args, batch):
         losses_last={k: round(float(v), 4) for k, v in losses.items()},
         box_head_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
         mask_head=bool(config.USE_MASK_HEAD), layers=layers or "every layer",
+        precision=args.precision,
         trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         peak_rss_mib=_common.rss_mib(), runtime=runtime)
     from mrcnn_kp.model.roi_targets import keypoint_slots
@@ -87,6 +91,8 @@ def main():
                     help="torchvision's RoI counts, no mask head, conv1/res2 frozen")
     ap.add_argument("--layers", help="train only this stage's layers (heads, 3+, 4+, 5+, all, a "
                     "regex; default: every layer, or 3+ with --torchvision-like)")
+    ap.add_argument("--precision", default="float32", choices=_common.PRECISIONS,
+                    help="Keras dtype policy (mixed_float16 wraps SGD in a LossScaleOptimizer)")
     ap.add_argument("--small", action="store_true", help="TinyConfig at 128 px")
     ap.add_argument("--square-canvas", action="store_true",
                     help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
@@ -107,6 +113,7 @@ def main():
         cmd += ["--small"] * args.small + ["--torchvision-like"] * args.torchvision_like
         cmd += ["--square-canvas"] * args.square_canvas
         cmd += ["--layers", args.layers] if args.layers else []
+        cmd += ["--precision", args.precision]
         try:
             child = _common.run_json(cmd)
         except RuntimeError as error:  # e.g. killed for memory at a large batch

@@ -82,6 +82,9 @@ def main():
     ap.add_argument("--square-canvas", action="store_true",
                     help="ours on the square canvas of the long side (1088 x 1088) instead of "
                          "the smallest (832 x 1088)")
+    ap.add_argument("--precision", default="float32",
+                    choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                    help="our side's Keras dtype policy (torchvision runs float32)")
     ap.add_argument("--ours-infer-json", help="reuse a bench_model.py line instead of running it")
     ap.add_argument("--ours-train-json", help="reuse a bench_train.py line instead of running it")
     ap.add_argument("--tv-child", action="store_true", help=argparse.SUPPRESS)
@@ -108,6 +111,7 @@ def main():
 
     here = Path(__file__).resolve().parent
     result = {"figure": "ours vs torchvision", "image_hw": [height, width],
+              "ours_precision": args.precision,
               "small": args.small, "repeats": args.repeats, "targets": TARGETS,
               "load_before": {}}
     # torchvision first (when its venv exists)
@@ -128,7 +132,7 @@ def main():
                                           f" run ../shared/peers/setup_torchvision.sh"}
     # ours: inference (no mask head), then training (torchvision's RoI counts)
     common = ["--repeats", args.repeats] + (["--small"] if args.small else ["--size", args.size])
-    common += ["--square-canvas"] * args.square_canvas
+    common += ["--square-canvas"] * args.square_canvas + ["--precision", args.precision]
     result["load_before"]["ours_infer"] = [round(x, 2) for x in os.getloadavg()]
     if args.ours_infer_json:
         result["ours_infer"] = json.loads(Path(args.ours_infer_json).read_text())

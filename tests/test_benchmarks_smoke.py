@@ -43,7 +43,7 @@ def test_bench_model_reports_latency_per_person_count(outputs):
     infer = outputs[0]
     assert infer["preset"] == "tiny" and infer["mask_head"] is False
     assert infer["torchvision_like"] is True and infer["rpn_conv_channels"] == 256
-    assert infer["canvas"] == [128, 128]
+    assert infer["canvas"] == [128, 128] and infer["precision"] == "float32"
     assert sorted(infer["infer"]) == ["persons_1", "persons_3"]
     for n in (1, 3):
         case = infer["infer"][f"persons_{n}"]
@@ -59,6 +59,7 @@ def test_bench_train_reports_step_time_images_per_second_and_memory(outputs):
     train = outputs[1]
     case = train["train"]["b1"]
     assert train["torchvision_like"] is True and case["mask_head"] is False
+    assert case["layers"] == "3+" and case["precision"] == "float32"
     assert case["images_per_s"] == pytest.approx(1 / case["median_s"], rel=1e-2)
     assert case["loss_finite"] is True and "keypoint_loss" in case["losses_last"]
     # TinyConfig: 64 proposals cap the 512 box-head RoIs; 32 keypoint RoIs fit 16 positives.
@@ -75,6 +76,7 @@ def test_compare_without_torchvision_has_null_ratios(outputs):
     assert compare["ratios"] == {"infer": {"persons_1": None}, "train": {"b1": None},
                                  "peak_rss_infer": None, "peak_rss_train": None}
     assert compare["targets_met"] is None and compare["targets"]["infer"] == 0.6
+    assert compare["ours_precision"] == "float32"
     assert compare["ours_infer"]["infer"]["persons_1"]["keypoint_head_boxes"] == 1
 
 
