@@ -50,7 +50,7 @@ def test_a_malformed_setting_is_a_clear_error():
 @pytest.mark.skipif((os.cpu_count() or 1) > 4, reason="auto tunes machines of <= 4 cores only")
 def test_auto_tunes_small_models_only():
     cores = os.cpu_count() or 1
-    assert probe("auto", "384")[1:3] == [f"(1, {cores})", f"1 {cores}"]  # coco_cpu's canvas
+    assert probe("auto", "384")[1:3] == [f"(1, {cores})", f"1 {cores}"]  # a CPU preset's canvas
     assert probe("auto", "1024")[1:3] == ["None", "0 0"]  # ResNet-50 at 1024: TF's default
     assert probe("auto")[1:3] == ["None", "0 0"]  # canvas unknown: TF's default
 
@@ -64,7 +64,7 @@ def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
 
     Config(IMAGE_MAX_DIM=448, IMAGE_MIN_DIM=448).to_json(config_json)
     assert requested_canvas(parser.parse_args(["demo"])) == 256
-    assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 384
+    assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 512
     assert requested_canvas(parser.parse_args(
         ["train", "--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=640", "IMAGE_MAX_DIM=640"])) == 640
     assert requested_canvas(parser.parse_args(

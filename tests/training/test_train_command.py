@@ -39,18 +39,18 @@ def test_config_overrides_from_the_command_line():
 
 
 def test_set_overrides_values_as_json_and_config_json_files_load(tmp_path):
-    args = parse("--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=512", "IMAGE_MAX_DIM=512",
-                 "AUGMENT_SCALE_RANGE=[0.7, 1.4]", "NAME=people512")
+    args = parse("--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=448", "IMAGE_MAX_DIM=448",
+                 "AUGMENT_SCALE_RANGE=[0.8, 1.25]", "NAME=people448")
     config = train_command.build_config(args)
     assert (config.IMAGE_MAX_DIM, config.AUGMENT_SCALE_RANGE, config.NAME) == \
-        (512, (0.7, 1.4), "people512")
-    assert tuple(config.IMAGE_SHAPE) == (512, 512, 3)  # derived values follow
+        (448, (0.8, 1.25), "people448")
+    assert tuple(config.IMAGE_SHAPE) == (448, 448, 3)  # derived values follow
     assert config.KEYPOINT_ROIS_PER_IMAGE == 16  # the rest is the preset's
     path = tmp_path / "config.json"
     config.to_json(str(path))
     again = train_command.build_config(parse("--config", str(path), "--steps-per-epoch", "3"))
     assert (again.IMAGE_MAX_DIM, again.AUGMENT_SCALE_RANGE, again.STEPS_PER_EPOCH) == \
-        (512, (0.7, 1.4), 3)
+        (448, (0.8, 1.25), 3)
     with pytest.raises(SystemExit, match=r"unknown config attribute\(s\) IMAGE_SIZE"):
         train_command.build_config(parse("--set", "IMAGE_SIZE=512"))
     with pytest.raises(SystemExit, match="--set 'IMAGE_MAX_DIM': expected NAME=VALUE"):
