@@ -66,7 +66,8 @@ def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
     assert requested_canvas(parser.parse_args(["demo"])) == 256
     assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 512
     assert requested_canvas(parser.parse_args(
-        ["train", "--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=640", "IMAGE_MAX_DIM=640"])) == 640
+        ["train", "--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=640",
+         "IMAGE_MAX_DIM=640"])) == 640
     assert requested_canvas(parser.parse_args(
         ["train", "--config", "coco_cpu", "--set", "IMAGE_MAX_DIM"])) is None  # train says why
     assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
