@@ -337,3 +337,23 @@ def test_matterport_unmold_detections_equals_matterports():
         np.testing.assert_array_equal(got["class_ids"], class_ids)
         np.testing.assert_array_equal(got["scores"], scores)
         np.testing.assert_array_equal(got["masks"], masks)
+
+
+def test_load_predictor_applies_the_configs_mixed_precision():
+    """MIXED_PRECISION "mixed_bfloat16" (bf16 convolutions on a CPU): the predictor's model
+    computes in bfloat16 and still returns float32 boxes in original pixels."""
+    import keras
+
+    from mrcnn_kp.inference.predictor import load_predictor
+
+    before = keras.mixed_precision.dtype_policy()
+    try:
+        config = TinyConfig(IMAGES_PER_GPU=1, MIXED_PRECISION="mixed_bfloat16",
+                            DETECTION_MIN_CONFIDENCE=0.0)
+        predictor, _ = load_predictor(config)
+        assert predictor.model.get_layer("fpn_p2").dtype_policy.name == "mixed_bfloat16"
+        result = predictor.detect([np.full((100, 160, 3), 90, np.uint8)])[0]
+        assert result["rois"].dtype == np.float32 and len(result["rois"]) > 0
+        assert np.all(result["rois"][:, 2] <= 160) and np.all(result["rois"][:, 3] <= 100)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
