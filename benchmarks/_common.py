@@ -37,6 +37,7 @@ def canvas_for(height, width, square=False):
         return (up(max(height, width)),) * 2
     return up(height), up(width)
 
+
 # torchvision's keypointrcnn_resnet50_fpn where the default (matterport) config differs in
 # cost: its RPN head's 3x3 conv is as wide as the FPN (256; matterport's is 512, +67 GFLOP
 # at 832 x 1088), and it has no mask head.
