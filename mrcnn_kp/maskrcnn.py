@@ -22,7 +22,7 @@ import os
 import keras
 
 from mrcnn_kp.training import checkpoints, distribute
-from mrcnn_kp.training.optimizer import mixed_precision_policy
+from mrcnn_kp.training.optimizer import apply_mixed_precision
 from mrcnn_kp.training.trainer import Trainer
 from mrcnn_kp.utils import get_logger
 
@@ -48,9 +48,7 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = os.fspath(model_dir)
-        policy = mixed_precision_policy(config)
-        if policy != "float32":
-            keras.mixed_precision.set_global_policy(policy)
+        apply_mixed_precision(config)
         self.strategy = distribute.make_strategy(config) if strategy == "auto" else strategy
         from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_training_model
 

@@ -371,17 +371,14 @@ def load_predictor(config, weights=None):
 
     weights: a `.weights.h5` (ours), a legacy Keras-2 `.h5` (matterport), or None for random
     initial weights. config.MIXED_PRECISION (e.g. "mixed_bfloat16": bf16 convolutions on CPUs
-    with AVX512_BF16 / AMX) sets Keras' global dtype policy first. Returns (Predictor, the weights loader's report or None); the report is
-    also logged by mrcnn_kp.weights.
+    with AVX512_BF16 / AMX) sets Keras' global dtype policy first, as MaskRCNN does. Returns
+    (Predictor, the weights loader's report or None); the report is also logged by
+    mrcnn_kp.weights.
     """
-    import keras
-
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-    from mrcnn_kp.training.optimizer import mixed_precision_policy
+    from mrcnn_kp.training.optimizer import apply_mixed_precision
 
-    policy = mixed_precision_policy(config)  # MIXED_PRECISION, as MaskRCNN applies it
-    if policy != "float32":
-        keras.mixed_precision.set_global_policy(policy)
+    apply_mixed_precision(config)
     model = build_inference_model(config)
     report = None
     if weights is not None:

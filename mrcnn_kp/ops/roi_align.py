@@ -120,15 +120,6 @@ def _gather_samples(table, taps):
     return total
 
 
-def _sample_from_table(table, row_offset, height, width, grid, grid_size, border=TORCHVISION):
-    """Bilinear samples of every box's grid, read from the flattened maps (autodiff gradient).
-
-    table [T, C]: maps flattened row-major; the rest as _corner_taps -> [N, rows, cols, C].
-    """
-    return _gather_samples(table, _corner_taps(row_offset, height, width, grid, grid_size,
-                                               border))
-
-
 def _pool_bins_from_table(table, taps, output_size, sampling_ratio):
     """_average_bins(_gather_samples(table, taps)) -> [N, out_h, out_w, C], with the gradient
     to table written out (see the module docstring): d table = sum over corners of

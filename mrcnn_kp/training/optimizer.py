@@ -179,3 +179,12 @@ def mixed_precision_policy(config):
         return "mixed_bfloat16"
     raise ValueError(f"MIXED_PRECISION must be False, True, 'mixed_float16' or 'mixed_bfloat16', "
                      f"got {value!r}")
+
+
+def apply_mixed_precision(config):
+    """Set Keras' global dtype policy to what config.MIXED_PRECISION asks for (left as it is
+    for float32), before a model is built; returns the policy name."""
+    policy = mixed_precision_policy(config)
+    if policy != "float32":
+        keras.mixed_precision.set_global_policy(policy)
+    return policy

@@ -220,15 +220,15 @@ def gradients(fn, *arrays):
 
 def autodiff_roi_align(features, boxes, box_indices, output_size, spatial_scale,
                        sampling_ratio):
-    """roi_align with autodiff's gradient: the same samples (roi_align._sample_from_table)
-    without the written-out backward."""
+    """roi_align with autodiff's gradient: the same corner taps and samples
+    (roi_align._corner_taps, _gather_samples) without the written-out backward."""
     _, height, width, channels = features.shape
     grid = roi_align._sample_grid(boxes, spatial_scale, output_size, sampling_ratio, True)
     ones = keras.ops.ones_like(boxes[:, 0])
-    samples = roi_align._sample_from_table(
-        keras.ops.reshape(features, (-1, channels)), box_indices * (height * width),
-        ones * height, ones * width, grid,
+    taps = roi_align._corner_taps(
+        box_indices * (height * width), ones * height, ones * width, grid,
         (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio))
+    samples = roi_align._gather_samples(keras.ops.reshape(features, (-1, channels)), taps)
     return roi_align._average_bins(samples, output_size, sampling_ratio)
 
 
