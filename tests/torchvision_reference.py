@@ -3,6 +3,7 @@ tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp,
 
     python tests/torchvision_reference.py OUT_DIR --shapes 224x320,300x224 --min-size 224 ...
     python tests/torchvision_reference.py --decode IN.npz OUT.npz
+    python tests/torchvision_reference.py --flops OUT.json --shapes 256x320 --min-size 256 ...
 
 The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
 (the uint8 images, image0, image1, ...) and OUT_DIR/reference.npz, each image run on its own
@@ -10,12 +11,16 @@ The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR
 the RPN proposals and final detections (boxes, scores, labels, keypoints, keypoint scores),
 padded, with per-image counts, plus the keypoint logits of all detections. The
 second applies torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and
-`boxes` [N, 4] and writes `keypoints` [N, K, 3] and `scores` [N, K].
+`boxes` [N, 4] and writes `keypoints` [N, K, 3] and `scores` [N, K]. The third runs the first
+image once under torch.utils.flop_counter.FlopCounterMode and writes its FLOPs per part of the
+network (backbone body, FPN, RPN head, box head, keypoint head) with the number of ROIs that
+entered each head: the reference of tests/model/test_flops.py.
 The weights are torchvision's own initialisation (weights=None, weights_backbone=None), with
 the batch-norm affine parameters and statistics and the RPN / predictor layers re-drawn from a
 seeded generator, so that every tensor the converter maps changes the outputs.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -90,11 +95,38 @@ def decode(path_in, path_out):
     np.savez(path_out, keypoints=keypoints.numpy(), scores=scores.numpy())
 
 
+def count_flops(model, image, path_out):
+    """FlopCounterMode over one forward pass of `image`; JSON {part: FLOPs, "*_rois": count}."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rois = {}
+    model.roi_heads.box_head.register_forward_hook(
+        lambda module, inputs, output: rois.__setitem__("box_head_rois", int(output.shape[0])))
+    model.roi_heads.keypoint_head.register_forward_hook(
+        lambda module, inputs, output: rois.__setitem__("keypoint_head_rois",
+                                                        int(output.shape[0])))
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model([tensor])
+    per_module = {name: sum(counts.values())
+                  for name, counts in counter.get_flop_counts().items()}
+    prefix = "KeypointRCNN."
+    parts = {"backbone": ["backbone.body"], "fpn": ["backbone.fpn"], "rpn": ["rpn.head"],
+             "box_head": ["roi_heads.box_head", "roi_heads.box_predictor"],
+             "keypoint_head": ["roi_heads.keypoint_head", "roi_heads.keypoint_predictor"]}
+    out = {part: sum(per_module.get(prefix + name, 0) for name in names)
+           for part, names in parts.items()}
+    out.update(rois, total=per_module["Global"], torch_version=torch.__version__)
+    with open(path_out, "w") as f:
+        json.dump(out, f)
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--decode":
         return decode(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser()
-    ap.add_argument("out_dir")
+    ap.add_argument("out_dir", help="output folder (--flops: the JSON file)")
+    ap.add_argument("--flops", action="store_true", help="count FLOPs of the first image")
     ap.add_argument("--shapes", default="224x320,300x224",
                     help="image sizes HxW; each must need no resizing at --min-size/--max-size")
     ap.add_argument("--min-size", type=int, default=224)
@@ -114,6 +146,9 @@ def main():
         box_detections_per_img=args.detections, box_score_thresh=args.score_thresh)
     randomize(model, args.seed)
     model.eval()
+    if args.flops:
+        h, w = (int(v) for v in args.shapes.split(",")[0].split("x"))
+        return count_flops(model, make_images(1, max(h, w), args.seed)[0][:h, :w], args.out_dir)
     os.makedirs(args.out_dir, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(args.out_dir, "model.pth"))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
