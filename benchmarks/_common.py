@@ -157,6 +157,39 @@ def time_calls(fn, repeats, warmup=1):
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+def matmul_peak_gflops(precision="float32", size=4096, repeats=5):
+    """Best GFLOP/s of a size^3 matrix product in the compute dtype of `precision`, on the
+    Keras backend's default device with this process' thread settings: the attainable
+    peak that a model's FLOP/s is measured against (a vendor's datasheet peak is higher)."""
+    import keras
+
+    dtype = COMPUTE_DTYPES[precision]
+    a = keras.ops.convert_to_tensor(
+        np.random.default_rng(0).standard_normal((size, size)).astype(np.float32), dtype=dtype)
+    b = keras.ops.convert_to_tensor(
+        np.random.default_rng(1).standard_normal((size, size)).astype(np.float32), dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 1):  # the first call warms up (JAX compiles)
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[:1, :1])  # waits for the device
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return round(2 * size ** 3 / best / 1e9, 1)
+
+
+def flop_rate(flops, seconds, peak_gflops=None, datasheet_tflops=None):
+    """{gflop, gflop_per_s, utilization (of the measured matmul peak), mfu (of a datasheet
+    peak, when given)} of `flops` done in `seconds`."""
+    rate = flops / seconds / 1e9
+    out = {"gflop": round(flops / 1e9, 2), "gflop_per_s": round(rate, 1)}
+    if peak_gflops:
+        out["utilization"] = round(rate / peak_gflops, 3)
+    if datasheet_tflops:
+        out["mfu"] = round(rate / (datasheet_tflops * 1e3), 3)
+    return out
 
 
 def apply_precision(name):

@@ -11,7 +11,11 @@ to 832x1088, or 1088x1088 with --square-canvas: see _common.SIZES). DETECTION_MI
 DETECTION_MAX_INSTANCES = N force exactly N boxes through the keypoint (and mask) heads: the
 graph has static shapes, so the heads always run on N slots. Each N is its own graph (the
 weights are copied from the first, so every N runs the same network). Timing: predict_on_batch
-(graph mode; --small calls the model eagerly), one warm-up call (tracing) then --repeats calls, median.
+(graph mode; --small calls the model eagerly), one warm-up call (tracing) then --repeats
+calls, median.
+Each N also reports its forward GFLOP (mrcnn_kp.model.flops: multiply-adds x 2 of the convs
+and dense layers), the GFLOP/s achieved and their share of the matmul peak measured in the same
+process (`utilization`; with --datasheet-tflops also `mfu`); gflop_by_part splits the largest N.
 --profile adds cumulative sub-graphs of the N = max model (trunk = backbone + FPN + RPN heads;
 + proposals; + box head and detection; full) and reports each stage as the difference.
 """
@@ -59,6 +63,10 @@ def main():
     ap.add_argument("--square-canvas", action="store_true",
                     help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
                          "of the smallest one (832 x 1088)")
+    ap.add_argument("--datasheet-tflops", type=float,
+                    help="the device's peak TFLOP/s in the compute dtype (a GPU's datasheet "
+                         "dense figure): adds mfu beside utilization (of the measured matmul "
+                         "peak)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
@@ -69,6 +77,7 @@ def main():
     import keras
     import numpy as np
 
+    from mrcnn_kp.model.flops import count_flops
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
 
     persons = [int(n) for n in (args.persons or ("1,4" if args.small else "1,10,50")).split(",")]
@@ -109,12 +118,23 @@ def main():
                 outputs.update(model.predict_on_batch(inputs))
 
         timing = _common.time_calls(call, args.repeats)
+        flops = count_flops(model)
+        timing["flops"] = flops["total"]
+        result["gflop_by_part"] = {part: round(f / 1e9, 2) for part, f in flops["by_part"].items()}
         timing["keypoint_head_boxes"] = int(outputs["keypoints"].shape[1])
         timing["detections"] = int(np.asarray(outputs["num_detections"])[0])
         result["infer"][f"persons_{n}"] = timing
         _common.log(f"N={n}: {timing['median_s']} s ({timing['detections']} detections), "
                     f"cpu {timing['cpu']}")
     times = [result["infer"][f"persons_{n}"]["median_s"] for n in persons]
+    result["peak_rss_mib"] = _common.rss_mib()  # before the matmul peak's own buffers
+    # model FLOP/s against this device's attainable matmul peak in the compute dtype
+    result["matmul_peak_gflop_per_s"] = _common.matmul_peak_gflops(
+        args.precision, size=256 if args.small else 4096)
+    for n in persons:
+        case = result["infer"][f"persons_{n}"]
+        case.update(_common.flop_rate(case.pop("flops"), case["median_s"],
+                                      result["matmul_peak_gflop_per_s"], args.datasheet_tflops))
     result["flatness_max_over_min"] = round(times[-1] / times[0], 3)
     if args.profile:
         cumulative = {}
@@ -130,7 +150,6 @@ def main():
         result["profile"] = {"persons": persons[-1], "cumulative_s": cumulative,
                              "stage_s": stages}
         _common.log("profile", result["profile"])
-    result["peak_rss_mib"] = _common.rss_mib()
     result["machine"] = _common.machine()
     _common.emit(result, args.json_out)
 

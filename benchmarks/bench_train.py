@@ -10,8 +10,11 @@ A step = train_on_batch (graph mode: forward with the six losses, backward, SGD(
 momentum 0.9, weight decay 1e-4) update), random weights, random images of --size molded into
 the canvas (832x1088 for 800x1067; --square-canvas: 1088x1088) with torchvision's benchmark
 persons (3 per image, 17 joints). One warm-up step (tracing), then --repeats steps, median
-(--small runs eagerly: a smoke test). Each batch size runs in its own subprocess, so its peak
-RSS is its own.
+(--small runs eagerly: a smoke test). A step's GFLOP are counted by mrcnn_kp.model.flops: the
+forward and the backward that the trainable layers need (weight gradients, input gradients
+after the first trainable layer; the loss and target layers' few FLOPs aside); gflop_per_s,
+and utilization of the matmul peak measured in the same process follow. Each batch size runs
+in its own subprocess, so its peak RSS is its own.
 --torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
 head, 32 in the keypoint head, no mask head, and the trainer's stage "3+" (conv1 and res2
 frozen: torchvision's trainable_backbone_layers=3; batch norm frozen with no trainable
@@ -36,6 +39,7 @@ def one_batch(args, batch):
     import keras
     import numpy as np
 
+    from mrcnn_kp.model.flops import count_flops
     from mrcnn_kp.model.keypoint_rcnn import build_training_model
 
     overrides = dict(IMAGES_PER_GPU=batch, GPU_COUNT=1)
@@ -64,6 +68,12 @@ def one_batch(args, batch):
         losses.update(model.train_on_batch(data, return_dict=True))
 
     timing = _common.time_calls(step, args.repeats)
+    peak_rss = _common.rss_mib()  # before the matmul peak's own buffers
+    flops = count_flops(model, batch=batch)  # forward + the backward of the trainable layers
+    peak = _common.matmul_peak_gflops(args.precision, size=256 if args.small else 4096)
+    timing.update(_common.flop_rate(flops["total"] + flops["backward"], timing["median_s"],
+                                    peak, args.datasheet_tflops),
+                  forward_gflop=round(flops["total"] / 1e9, 2), matmul_peak_gflop_per_s=peak)
     timing.update(
         batch=batch, images_per_s=round(batch / timing["median_s"], 3),
         loss_finite=bool(all(np.isfinite(float(v)) for v in losses.values())),
@@ -72,7 +82,7 @@ def one_batch(args, batch):
         mask_head=bool(config.USE_MASK_HEAD), layers=layers or "every layer",
         precision=args.precision,
         trainable_params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        peak_rss_mib=_common.rss_mib(), runtime=runtime)
+        peak_rss_mib=peak_rss, runtime=runtime)
     from mrcnn_kp.model.roi_targets import keypoint_slots
 
     timing["keypoint_head_rois_per_image"] = keypoint_slots(config)
@@ -97,6 +107,10 @@ def main():
     ap.add_argument("--square-canvas", action="store_true",
                     help="the square canvas of the long side (1088 x 1088 for 800x1067) instead "
                          "of the smallest one (832 x 1088)")
+    ap.add_argument("--datasheet-tflops", type=float,
+                    help="the device's peak TFLOP/s in the compute dtype (a GPU's datasheet "
+                         "dense figure): adds mfu beside utilization (of the measured matmul "
+                         "peak)")
     ap.add_argument("--child-batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json-out")
     args = ap.parse_args()
@@ -114,6 +128,7 @@ def main():
         cmd += ["--square-canvas"] * args.square_canvas
         cmd += ["--layers", args.layers] if args.layers else []
         cmd += ["--precision", args.precision]
+        cmd += ["--datasheet-tflops", args.datasheet_tflops] if args.datasheet_tflops else []
         try:
             child = _common.run_json(cmd)
         except RuntimeError as error:  # e.g. killed for memory at a large batch

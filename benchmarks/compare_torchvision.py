@@ -20,13 +20,17 @@ model, probes and train step of ../shared/peers/bench_torchvision.py), then ours
   matterport's 512 (_common.TORCHVISION_ARCHITECTURE; before session 4 ours ran 512);
 - train step: 512 RoIs per image in the box head, 32 positive RoIs per image in the keypoint
   head, conv1 + res2 frozen, frozen batch norm, SGD(1e-4, momentum 0.9, wd 1e-4).
-ratios.* = ours / torchvision (below 1: ours is faster or smaller). Targets (issue 12, CPU):
-inference <= 0.6, train step <= 0.8, peak memory <= 1, inference nearly flat in N.
+ratios.* = ours / torchvision (below 1: ours is faster or smaller). flops.*: each side's
+GFLOP per call (ours: mrcnn_kp.model.flops; torchvision: torch.utils.flop_counter, both 2 per
+multiply-add), GFLOP/s, and utilization = GFLOP/s over the matmul peak each side measures in
+its own process (bench_model/bench_train's matmul_peak_gflop_per_s; torch.matmul).
+Targets (issue 12, CPU): inference <= 0.6, train step <= 0.8, peak memory <= 1, inference nearly flat in N.
 """
 import argparse
 import copy
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,6 +64,34 @@ def torchvision_child(args, height, width, persons, batches):
         result["train"][f"b{batch}"] = case
         tvb.log(f"train b{batch}: {case['median_s']} s")
     result["peak_rss_mib"] = tvb.rss_mib()
+    # FLOPs (torch.utils.flop_counter: the same 2 per multiply-add as mrcnn_kp.model.flops),
+    # counted on extra calls after the timed ones, and the attainable matmul peak
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    model.roi_heads.score_thresh = 0.0  # as bench_infer ran it
+    for n in persons:
+        model.roi_heads.detections_per_img = n
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model([tvb.make_image(height, width, seed=1)])  # bench_infer's image
+        result["infer"][f"persons_{n}"]["flops"] = counter.get_total_flops()
+    for batch in batches:
+        with FlopCounterMode(display=False) as counter:  # forward + backward of one step
+            tvb.bench_train(model, probe, batch, 1, 0, height, width, init_state)
+        result["train"][f"b{batch}"]["flops"] = counter.get_total_flops()
+    size = 256 if args.small else 4096
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for i in range(6):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    result["matmul_peak_gflop_per_s"] = round(2 * size ** 3 / best / 1e9, 1)
+    for case in list(result["infer"].values()) + list(result["train"].values()):
+        rate = case["flops"] / case["median_s"] / 1e9
+        case.update(gflop=round(case.pop("flops") / 1e9, 2), gflop_per_s=round(rate, 1),
+                    utilization=round(rate / result["matmul_peak_gflop_per_s"], 3))
     return result
 
 
@@ -162,6 +194,17 @@ def main():
     ratios["peak_rss_infer"] = ratio(ours_infer.get("peak_rss_mib"),
                                      tv.get("peak_rss_after_infer_mib"))
     ratios["peak_rss_train"] = ratio(ours_train.get("peak_rss_mib"), tv.get("peak_rss_mib"))
+    # each side's arithmetic (GFLOP, 2 per multiply-add) and the share of its own process'
+    # matmul peak it ran at: where a time ratio comes from (less work or faster work)
+    result["flops"] = {}
+    cases = (("infer", ours_infer["infer"], [f"persons_{n}" for n in persons]),
+             ("train", ours_train["train"], [f"b{b}" for b in batches]))
+    for part, ours_cases, keys in cases:
+        for key in keys:
+            mine, theirs = ours_cases.get(key, {}), tv.get(part, {}).get(key, {})
+            result["flops"][f"{part}_{key}"] = {
+                field: {"ours": mine.get(field), "torchvision": theirs.get(field)}
+                for field in ("gflop", "gflop_per_s", "utilization")}
     result["ratios"] = ratios
     if "infer" in tv:
         tv_times = [tv["infer"][f"persons_{n}"]["median_s"] for n in persons]

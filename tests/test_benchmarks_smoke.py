@@ -50,6 +50,15 @@ def test_bench_model_reports_latency_per_person_count(outputs):
         assert case["keypoint_head_boxes"] == n and case["detections"] == n
         assert case["median_s"] > 0 and len(case["all_s"]) == 1 and len(case["warmup_s"]) == 1
         assert set(case["cpu"]) == {"self_util", "foreign_frac"}
+    # arithmetic: the keypoint head's slots add FLOPs; rate and share of the measured peak
+    one, three = infer["infer"]["persons_1"], infer["infer"]["persons_3"]
+    assert three["gflop"] > one["gflop"] > 0
+    assert infer["matmul_peak_gflop_per_s"] > 0
+    for case in (one, three):
+        assert case["gflop_per_s"] == pytest.approx(case["gflop"] / case["median_s"], rel=0.02)
+        assert case["utilization"] == pytest.approx(
+            case["gflop_per_s"] / infer["matmul_peak_gflop_per_s"], rel=0.02)
+    assert set(infer["gflop_by_part"]) == {"backbone", "fpn", "rpn", "box_head", "keypoint_head"}
     ratio = infer["infer"]["persons_3"]["median_s"] / infer["infer"]["persons_1"]["median_s"]
     assert infer["flatness_max_over_min"] == pytest.approx(ratio, abs=1e-3)
     assert infer["peak_rss_mib"] > 100 and infer["machine"]["nproc"] >= 1
@@ -65,6 +74,10 @@ def test_bench_train_reports_step_time_images_per_second_and_memory(outputs):
     # TinyConfig: 64 proposals cap the 512 box-head RoIs; 32 keypoint RoIs fit 16 positives.
     assert case["box_head_rois_per_image"] == 64 and case["keypoint_head_rois_per_image"] == 16
     assert train["peak_rss_mib"] == case["peak_rss_mib"] > 100
+    # a step's FLOPs: the forward and the backward of the trainable layers (3+: not all)
+    assert case["forward_gflop"] < case["gflop"] < 3 * case["forward_gflop"]
+    assert case["utilization"] == pytest.approx(
+        case["gflop_per_s"] / case["matmul_peak_gflop_per_s"], rel=0.02)
     # the package's CPU runtime, as the commands set it (2 cores here: intra 1, inter 2)
     assert case["runtime"]["bfc_allocator"] == "true"
     assert case["runtime"]["tf_threads"] in ("default", [1, os.cpu_count()])
@@ -78,6 +91,16 @@ def test_compare_without_torchvision_has_null_ratios(outputs):
     assert compare["targets_met"] is None and compare["targets"]["infer"] == 0.6
     assert compare["ours_precision"] == "float32"
     assert compare["ours_infer"]["infer"]["persons_1"]["keypoint_head_boxes"] == 1
+    assert compare["flops"]["train_b1"]["gflop"] == {
+        "ours": compare["ours_train"]["train"]["b1"]["gflop"], "torchvision": None}
+    assert compare["flops"]["infer_persons_1"]["utilization"]["ours"] > 0
+
+
+def test_flop_rate_and_the_matmul_peak():
+    assert _common.flop_rate(2e9, 0.5, peak_gflops=8.0, datasheet_tflops=0.01) == {
+        "gflop": 2.0, "gflop_per_s": 4.0, "utilization": 0.5, "mfu": 0.4}
+    assert _common.flop_rate(2e9, 0.5) == {"gflop": 2.0, "gflop_per_s": 4.0}
+    assert _common.matmul_peak_gflops("float32", size=128, repeats=2) > 0
 
 
 def test_ratio_is_ours_over_torchvision():
