@@ -57,7 +57,8 @@ def test_bench_model_reports_latency_per_person_count(outputs):
     for case in (one, three):
         assert case["gflop_per_s"] == pytest.approx(case["gflop"] / case["median_s"], rel=0.02)
         assert case["utilization"] == pytest.approx(
-            case["gflop_per_s"] / infer["matmul_peak_gflop_per_s"], rel=0.02)
+            case["gflop_per_s"] / case["matmul_peak_gflop_per_s"], rel=0.02)
+        assert 100 < case["peak_rss_mib"] <= infer["peak_rss_mib"]  # one process per N
     assert set(infer["gflop_by_part"]) == {"backbone", "fpn", "rpn", "box_head", "keypoint_head"}
     ratio = infer["infer"]["persons_3"]["median_s"] / infer["infer"]["persons_1"]["median_s"]
     assert infer["flatness_max_over_min"] == pytest.approx(ratio, abs=1e-3)
