@@ -16,9 +16,10 @@ import _common  # noqa: E402
 import compare_torchvision  # noqa: E402
 
 
-def run_script(name, *args, out):
+def run_script(name, *args, out, env=None):
     proc = subprocess.run([sys.executable, str(BENCH / name), *args, "--json-out", str(out)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = proc.stdout.strip().splitlines()[-1]
     assert json.loads(out.read_text()) == json.loads(line)
@@ -102,6 +103,26 @@ def test_flop_rate_and_the_matmul_peak():
         "gflop": 2.0, "gflop_per_s": 4.0, "utilization": 0.5, "mfu": 0.4}
     assert _common.flop_rate(2e9, 0.5) == {"gflop": 2.0, "gflop_per_s": 4.0}
     assert _common.matmul_peak_gflops("float32", size=128, repeats=2) > 0
+
+
+def test_bench_model_runs_on_jax_without_tensorflow(tmp_path):
+    """The GPU machine has JAX and PyTorch but no TensorFlow: the GPU figures of issue 12 are
+    bench_model/bench_train under KERAS_BACKEND=jax, which must not import TensorFlow."""
+    pytest.importorskip("jax")
+    blocker = tmp_path / "no_tensorflow"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        'import sys\nsys.modules["tensorflow"] = None  # any import of it fails\n')
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(blocker),
+                                                        os.environ.get("PYTHONPATH")])))
+    infer = run_script("bench_model.py", "--small", "--persons", "2", "--repeats", "1",
+                       "--torchvision-like", "--datasheet-tflops", "0.001", out=tmp_path / "j.json",
+                       env=env)
+    case = infer["infer"]["persons_2"]
+    assert infer["machine"]["backend"] == "jax" and "tensorflow" not in infer["machine"]
+    assert case["detections"] == 2 and case["gflop"] > 0
+    assert case["mfu"] == pytest.approx(case["gflop_per_s"], abs=0.06)  # of 1 GFLOP/s
 
 
 def test_ratio_is_ours_over_torchvision():
