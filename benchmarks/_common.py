@@ -61,6 +61,21 @@ def cpu_runtime(canvas):
             "bfc_allocator": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "")}
 
 
+def device_peak_mib():
+    """Peak memory handed out by the accelerator's allocator (JAX on a GPU), MiB; None on the
+    CPU, where the process' peak RSS (rss_mib) is the figure."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    peak = (stats or {}).get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2 ** 20, 1)
+
+
 def log(*args):
     print(f"[{Path(sys.argv[0]).stem}]", *args, file=sys.stderr, flush=True)
 

@@ -138,6 +138,7 @@ def one_count(args, n, profile=False):
 
     case = _common.time_calls(call, args.repeats)
     case["peak_rss_mib"] = _common.rss_mib()  # before the matmul peak's own buffers
+    case["device_peak_mib"] = _common.device_peak_mib()  # GPU (JAX) only, else None
     case["keypoint_head_boxes"] = int(outputs["keypoints"].shape[1])
     case["detections"] = int(np.asarray(outputs["num_detections"])[0])
     _common.log(f"N={n}: {case['median_s']} s ({case['detections']} detections), "

@@ -69,6 +69,7 @@ def one_batch(args, batch):
 
     timing = _common.time_calls(step, args.repeats)
     peak_rss = _common.rss_mib()  # before the matmul peak's own buffers
+    timing["device_peak_mib"] = _common.device_peak_mib()  # GPU (JAX) only, else None
     flops = count_flops(model, batch=batch)  # forward + the backward of the trainable layers
     peak = _common.matmul_peak_gflops(args.precision, size=256 if args.small else 4096)
     timing.update(_common.flop_rate(flops["total"] + flops["backward"], timing["median_s"],

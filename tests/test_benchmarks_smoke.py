@@ -60,6 +60,7 @@ def test_bench_model_reports_latency_per_person_count(outputs):
         assert case["utilization"] == pytest.approx(
             case["gflop_per_s"] / case["matmul_peak_gflop_per_s"], rel=0.02)
         assert 100 < case["peak_rss_mib"] <= infer["peak_rss_mib"]  # one process per N
+        assert case["device_peak_mib"] is None  # no accelerator here
     assert set(infer["gflop_by_part"]) == {"backbone", "fpn", "rpn", "box_head", "keypoint_head"}
     ratio = infer["infer"]["persons_3"]["median_s"] / infer["infer"]["persons_1"]["median_s"]
     assert infer["flatness_max_over_min"] == pytest.approx(ratio, abs=1e-3)
@@ -123,6 +124,29 @@ def test_bench_model_runs_on_jax_without_tensorflow(tmp_path):
     assert infer["machine"]["backend"] == "jax" and "tensorflow" not in infer["machine"]
     assert case["detections"] == 2 and case["gflop"] > 0
     assert case["mfu"] == pytest.approx(case["gflop_per_s"], abs=0.06)  # of 1 GFLOP/s
+
+
+def test_torchvision_side_reports_the_same_keys_on_any_device(tmp_path):
+    """The GPU side of issue 12 for torchvision (run there by benchmarks/run_gpu.sh), here on
+    the CPU in the torchvision venv: the cases, FLOPs and memory it reports."""
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    from test_torchvision_weights import torchvision_python
+
+    out = tmp_path / "tv.json"
+    proc = subprocess.run([torchvision_python(), str(BENCH / "torchvision_side.py"), "--device",
+                           "cpu", "--small", "--threads", "2", "--json-out", str(out)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tv = json.loads(out.read_text())
+    assert tv["device"] == "cpu" and tv["precision"] == "float32" and tv["image_hw"] == [96, 128]
+    infer, train = tv["infer"]["persons_1"], tv["train"]["b1"]
+    assert infer["detections"] == 1 and train["loss_finite"] is True
+    for case in (infer, train):
+        assert case["gflop"] > 0 and case["peak_memory_mib"] > 100
+        assert case["gflop_per_s"] == pytest.approx(case["gflop"] / case["median_s"], rel=0.02)
+        assert case["utilization"] == pytest.approx(
+            case["gflop_per_s"] / tv["matmul_peak_gflop_per_s"], rel=0.02)
+    assert train["gflop"] > 2 * infer["gflop"]  # forward and backward, 4 keypoint ROIs
 
 
 def test_ratio_is_ours_over_torchvision():

@@ -132,3 +132,19 @@ def fused(fn):
 
         _FUSED[fn] = tf.function(fn, jit_compile=True, reduce_retracing=True)
     return _FUSED[fn]
+
+
+def scatter_add_rows(table, index, values):
+    """table [T, C] with values [M, C] added at rows index [M] (repeats add up): in place where
+    the backend can (TensorFlow's tensor_scatter_nd_add, JAX's .at[].add, both XLA scatters
+    that update a loop-carried buffer in place), else table + segment_sum."""
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.tensor_scatter_nd_add(table, index[:, None], values)
+    if name == "jax":
+        return table.at[index].add(values)
+    from keras import ops
+
+    return table + ops.segment_sum(values, index, num_segments=ops.shape(table)[0])

@@ -232,11 +232,13 @@ def autodiff_roi_align(features, boxes, box_indices, output_size, spatial_scale,
     return roi_align._average_bins(samples, output_size, sampling_ratio)
 
 
-@pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
-def test_written_out_gradient_equals_autodiff(sampling_ratio):
-    """The feature-map gradient of roi_align (written out: one corner at a time, no
-    IndexedSlices) is autodiff's of the same samples, boxes at the borders and outside
-    included, for a random cotangent."""
+@pytest.mark.parametrize("sampling_ratio,chunk", [(1, 64), (2, 64), (3, 64), (2, 4), (3, 7)])
+def test_written_out_gradient_equals_autodiff(sampling_ratio, chunk, monkeypatch):
+    """The feature-map gradient of roi_align (written out: scatter-adds, chunk ROIs at a time,
+    no IndexedSlices) is autodiff's of the same samples, boxes at the borders and outside
+    included, for a random cotangent; with 16 boxes, chunks of 4 divide them and chunks of 7
+    leave a padded remainder."""
+    monkeypatch.setattr(roi_align, "GRADIENT_ROI_CHUNK", chunk)
     rng = np.random.default_rng(12)
     features = rng.normal(size=(2, 24, 32, 3)).astype(np.float32)
     boxes = np.concatenate([random_boxes(rng, 9, 64), EDGE_BOXES]).astype(np.float32)
