@@ -60,6 +60,7 @@ def test_open_spatial_shapes_are_refused():
         count_flops(model)
 
 
+@pytest.mark.tf_only  # counting is shape inference: once is enough (JAX: benchmark smoke test)
 def test_published_counts_of_resnet50_and_mobilenet_v2():
     # He et al. 2016, Table 1: ResNet-50 3.8e9 FLOPs (multiply-adds) at 224 x 224 (Keras'
     # ResNet50 is that v1 network); Sandler et al. 2018: MobileNetV2 1.0 300 M multiply-adds
@@ -95,6 +96,7 @@ def test_keypoint_head_flops_grow_with_the_slots_and_training_counts_its_rois():
         per_person * keypoint_slots(config) * config.IMAGES_PER_GPU
 
 
+@pytest.mark.tf_only  # as above; it also starts the torchvision venv
 def test_equals_torchvisions_flop_counter_on_the_same_network(tmp_path):
     """Our count of our torchvision-layout model (ResNet-50 v1.5 FPN, TwoMLPHead, 8 x 512
     keypoint head) against torch.utils.flop_counter on keypointrcnn_resnet50_fpn, one 256 x 320
