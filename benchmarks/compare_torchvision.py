@@ -24,13 +24,13 @@ ratios.* = ours / torchvision (below 1: ours is faster or smaller). flops.*: eac
 GFLOP per call (ours: mrcnn_kp.model.flops; torchvision: torch.utils.flop_counter, both 2 per
 multiply-add), GFLOP/s, and utilization = GFLOP/s over the matmul peak each side measures in
 its own process (bench_model/bench_train's matmul_peak_gflop_per_s; torch.matmul).
-Targets (issue 12, CPU): inference <= 0.6, train step <= 0.8, peak memory <= 1, inference nearly flat in N.
+Targets (issue 12, CPU): inference <= 0.6, train step <= 0.8, peak memory <= 1, inference
+nearly flat in N.
 """
 import argparse
 import copy
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,15 +79,10 @@ def torchvision_child(args, height, width, persons, batches):
         with FlopCounterMode(display=False) as counter:  # forward + backward of one step
             tvb.bench_train(model, probe, batch, 1, 0, height, width, init_state)
         result["train"][f"b{batch}"]["flops"] = counter.get_total_flops()
-    size = 256 if args.small else 4096
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for i in range(6):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    result["matmul_peak_gflop_per_s"] = round(2 * size ** 3 / best / 1e9, 1)
+    from torchvision_side import matmul_peak_gflops  # this folder, no mrcnn_kp or keras
+
+    result["matmul_peak_gflop_per_s"] = matmul_peak_gflops(
+        torch, torch.device("cpu"), "float32", 256 if args.small else 4096)
     for case in list(result["infer"].values()) + list(result["train"].values()):
         rate = case["flops"] / case["median_s"] / 1e9
         case.update(gflop=round(case.pop("flops") / 1e9, 2), gflop_per_s=round(rate, 1),

@@ -45,7 +45,13 @@ def part_of(layer_name):
 
 
 COUNTED = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
-           keras.layers.SeparableConv2D, keras.layers.Dense, keras.layers.TimeDistributed)
+           keras.layers.SeparableConv2D, keras.layers.Dense)
+
+
+def _counted(layer):
+    while isinstance(layer, keras.layers.TimeDistributed):
+        layer = layer.layer
+    return isinstance(layer, COUNTED)
 
 
 def layer_flops(layer, input_shape, output_shape):
@@ -87,12 +93,15 @@ def count_flops(model, batch=1):
     Backward, per counted layer: its forward FLOPs again for the weight gradient when the
     layer is trainable, and again for the input gradient when its input depends on a trainable
     weight (what autodiff computes; frozen layers before the first trainable one cost
-    nothing). Nested functional models are walked into. Raises ValueError when a counted
-    layer's shape is not static."""
+    nothing). Nested functional (and Sequential) models are walked into. Raises ValueError when
+    a counted layer's shape is not static. Uses Keras' graph runner (Functional's private
+    _run_through_graph, as its compute_output_spec does): checked on Keras 3.15."""
     by_layer, backward = {}, [0]
     depends = set()  # ids of tensors downstream of a trainable weight
 
     def recorder(layer):
+        if isinstance(layer, keras.Sequential):
+            layer = layer._functional  # a Sequential runs a Functional inside
         if isinstance(layer, Functional):
             return lambda inputs, *args, **kwargs: layer._run_through_graph(
                 layer._standardize_inputs(inputs), operation_fn=recorder)
@@ -101,8 +110,8 @@ def count_flops(model, batch=1):
             outputs = layer.compute_output_spec(*args, **kwargs)
             inputs = [x for x in tree.flatten((args, kwargs)) if isinstance(x, keras.KerasTensor)]
             input_depends = any(id(x) in depends for x in inputs)
-            trains = bool(layer.trainable_weights)
-            if isinstance(layer, COUNTED):
+            trains = bool(getattr(layer, "trainable_weights", None))  # ops have none
+            if _counted(layer):
                 flops = _record(layer, args[0].shape, tree.flatten(outputs)[0].shape, by_layer)
                 backward[0] += flops * (int(trains) + int(input_depends))
             if trains or input_depends:

@@ -122,8 +122,9 @@ def _gather_samples(table, taps):
 
 
 # The written-out gradient handles this many ROIs at a time, adding into one table gradient:
-# its intermediates ([ROIs x samples x 4 corners, C] weighted values) stay ~50 MB at 64 ROIs of
-# 14 x 14 samples and 256 channels instead of growing with the ROI count (512 training ROIs: ~1 GB).
+# its intermediates ([ROIs x samples x 4 corners, C] weighted values) stay ~50 MB at 64 ROIs
+# of 14 x 14 samples and 256 channels instead of growing with the ROI count (512 ROIs: 400 MB;
+# training step at 800 x 1067: 3709 -> 3256 MiB, benchmarks/RESULTS.md).
 GRADIENT_ROI_CHUNK = 64
 
 
@@ -165,7 +166,7 @@ def _table_gradient(upstream, taps, rows, ratio):
         weight = ops.pad(weight, ((0, pad), (0, 0), (0, 0), (0, 0)))
 
     def add_chunk(d_table, bins, rows_of, weights):
-        # bins [n, out_h, out_w, C] -> each sample's share [n, 1, Sy, Sx, C]
+        # bins [n, out_h, out_w, C] -> each sample's share per_sample [n, Sy, Sx, C]
         per_sample = bins / float(ratio * ratio)
         if ratio > 1:
             per_sample = ops.reshape(

@@ -143,3 +143,14 @@ def test_backward_counts_weight_gradients_of_trainable_layers_and_input_gradient
     assert count_flops(model)["backward"] == 0
     frozen_first.trainable = trained.trainable = frozen_last.trainable = True
     assert count_flops(model)["backward"] == 5 * one  # all but a's input gradient
+
+
+def test_nested_sequential_and_time_distributed_layers_are_counted():
+    inner = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(8, 3, name="s_conv"),
+                              keras.layers.BatchNormalization()])
+    inputs = keras.Input((3, 6, 6, 4))
+    x = keras.layers.TimeDistributed(keras.layers.BatchNormalization(), name="td_bn")(inputs)
+    x = keras.layers.TimeDistributed(keras.layers.Conv2D(4, 1), name="td_conv")(x)
+    out = inner(keras.layers.Reshape((6, 6, 4))(x[:, 0]))
+    flops = count_flops(keras.Model(inputs, out))["by_layer"]
+    assert flops == {"td_conv": 2 * 3 * 6 * 6 * 4 * 4, "s_conv": 2 * 4 * 4 * 3 * 3 * 4 * 8}
