@@ -13,9 +13,10 @@ graph has static shapes, so the heads always run on N slots. Each N is its own g
 and run in its own process (so its peak RSS is that of one model, as torchvision's benchmark
 process; every process draws the same seeded weights, checked by a checksum; peak_rss_mib is
 the largest). Timing: predict_on_batch (graph mode; --small calls the model eagerly), one
-warm-up call (tracing) then --repeats calls, median. Each N also reports its forward GFLOP (mrcnn_kp.model.flops: multiply-adds x 2 of the convs
-and dense layers), the GFLOP/s achieved and their share of the matmul peak measured in the same
-process (`utilization`; with --datasheet-tflops also `mfu`); gflop_by_part splits the last N.
+warm-up call (tracing) then --repeats calls, median. Each N also reports its forward GFLOP
+(mrcnn_kp.model.flops: multiply-adds x 2 of the convs and dense layers), the GFLOP/s achieved
+and their share of the matmul peak measured in the same process (`utilization`; with
+--datasheet-tflops also `mfu`); gflop_by_part splits the last N.
 --profile adds cumulative sub-graphs of the N = max model (trunk = backbone + FPN + RPN heads;
 + proposals; + box head and detection; full) and reports each stage as the difference.
 """
@@ -168,6 +169,7 @@ def one_count(args, n, profile=False):
         out["profile"] = {"persons": n, "cumulative_s": cumulative, "stage_s": stages}
         _common.log("profile", out["profile"])
     return out
+
 
 if __name__ == "__main__":
     main()

@@ -79,14 +79,14 @@ def torchvision_child(args, height, width, persons, batches):
         with FlopCounterMode(display=False) as counter:  # forward + backward of one step
             tvb.bench_train(model, probe, batch, 1, 0, height, width, init_state)
         result["train"][f"b{batch}"]["flops"] = counter.get_total_flops()
-    from torchvision_side import matmul_peak_gflops  # this folder, no mrcnn_kp or keras
+    import _common  # this folder: numpy and the standard library only at import
+    from torchvision_side import matmul_peak_gflops
 
     result["matmul_peak_gflop_per_s"] = matmul_peak_gflops(
         torch, torch.device("cpu"), "float32", 256 if args.small else 4096)
     for case in list(result["infer"].values()) + list(result["train"].values()):
-        rate = case["flops"] / case["median_s"] / 1e9
-        case.update(gflop=round(case.pop("flops") / 1e9, 2), gflop_per_s=round(rate, 1),
-                    utilization=round(rate / result["matmul_peak_gflop_per_s"], 3))
+        case.update(_common.flop_rate(case.pop("flops"), case["median_s"],
+                                      result["matmul_peak_gflop_per_s"]))
     return result
 
 

@@ -7,30 +7,29 @@ one JSON line, the same cases and keys as bench_model.py / bench_train.py.
     python benchmarks/torchvision_side.py --device cpu --small          # seconds (tests)
 
 Runs where torch and torchvision are installed (the GPU machine's python3; here the peers
-venv), without mrcnn_kp or Keras, so it travels alone. On the CPU, compare_torchvision.py
-runs ../shared/peers/bench_torchvision.py instead; this script builds the same network: ResNet-50
-FPN with FrozenBatchNorm2d and trainable_backbone_layers 3 (as with pretrained weights), random
-weights (seed 0), 2 classes, 17 keypoints. Inference: batch 1, box_score_thresh 0 and
-detections_per_img N, so N boxes go through the keypoint head. Training: SGD(1e-4, momentum
-0.9, weight decay 1e-4), 3 persons per image, 512 box-head ROIs and exactly 32 positive ROIs per
-image in the keypoint head (jittered copies of the ground-truth boxes join the proposals, as a
-trained RPN's would). --precision amp_bf16 / amp_fp16: torch.autocast around the forward (fp16
-with a GradScaler). float32 allows TF32 (torch.set_float32_matmul_precision("high"), as
-cuDNN's convolutions and JAX's default precision do).
-Each case: median_s of --repeats after one warm-up, gflop (torch.utils.flop_counter, 2 per
-multiply-add, on an extra call), gflop_per_s, utilization of a matmul peak measured here in the
-compute dtype, mfu with --datasheet-tflops, and peak memory (CUDA: max_memory_allocated; CPU:
-peak RSS).
+venv), without mrcnn_kp or Keras (of this folder it needs only _common's plain helpers). On
+the CPU, compare_torchvision.py runs ../shared/peers/bench_torchvision.py instead; this
+script builds the same network: ResNet-50 FPN with FrozenBatchNorm2d and
+trainable_backbone_layers 3 (as with pretrained weights), random weights (seed 0), 2 classes,
+17 keypoints. Inference: batch 1, box_score_thresh 0 and detections_per_img N, so N boxes go
+through the keypoint head. Training: SGD(1e-4, momentum 0.9, weight decay 1e-4), 3 persons per
+image, 512 box-head ROIs and exactly 32 positive ROIs per image in the keypoint head (jittered
+copies of the ground-truth boxes join the proposals, as a trained RPN's would). --precision
+amp_bf16 / amp_fp16: torch.autocast around the forward (fp16 with a GradScaler). float32
+allows TF32 (torch.set_float32_matmul_precision("high"), as cuDNN's convolutions and JAX's
+default precision do).
+Each case: _common.time_calls (median_s of --repeats after one warm-up, cpu), gflop
+(torch.utils.flop_counter, 2 per multiply-add, on an extra call), gflop_per_s, utilization of a
+matmul peak measured here in the compute dtype, mfu with --datasheet-tflops, and peak memory
+(CUDA: max_memory_allocated; CPU: peak RSS).
 """
 import argparse
-import json
 import os
-import resource
-import statistics
 import sys
-import time
 
-PERSON_BOXES = ((0.09, 0.19, 0.28, 0.88), (0.37, 0.12, 0.56, 0.94), (0.66, 0.25, 0.89, 0.98))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  (numpy and the standard library only at import)
+
 COMPUTE_DTYPES = {"float32": "float32", "amp_bf16": "bfloat16", "amp_fp16": "float16"}
 
 
@@ -70,7 +69,7 @@ def build_model(torch, positives):
 def image_and_target(torch, height, width, seed, device):
     generator = torch.Generator().manual_seed(seed)
     image = torch.rand(3, height, width, generator=generator)
-    boxes = torch.tensor(PERSON_BOXES) * torch.tensor([width, height, width, height])
+    boxes = torch.from_numpy(_common.PERSON_BOXES) * torch.tensor([width, height, width, height])
     keypoints = []
     for x1, y1, x2, y2 in boxes.tolist():
         x = x1 + torch.rand(17, generator=generator) * (x2 - x1)
@@ -82,41 +81,43 @@ def image_and_target(torch, height, width, seed, device):
     return image.to(device), {k: v.to(device) for k, v in target.items()}
 
 
-def timed(torch, device, fn, repeats):
-    def once():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def time_calls(torch, device, fn, repeats):
+    """_common.time_calls of fn, waiting for a GPU to finish each call."""
+    def synced():
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    warm = once()
-    times = [once() for _ in range(repeats)]
-    return {"median_s": round(statistics.median(times), 4), "all_s": [round(t, 4) for t in times],
-            "warmup_s": [round(warm, 3)]}
+    return _common.time_calls(synced, repeats)
 
 
 def peak_memory_mib(torch, device):
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    return _common.rss_mib()
+
+
+def measure(torch, device, fn, repeats, peak, datasheet_tflops):
+    """time_calls of fn with the peak memory of those calls, then its FLOPs counted
+    (torch.utils.flop_counter) on one more call, as flop_rate's fields."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    case = time_calls(torch, device, fn, repeats)
+    case["peak_memory_mib"] = peak_memory_mib(torch, device)
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    case.update(_common.flop_rate(counter.get_total_flops(), case["median_s"], peak,
+                                  datasheet_tflops))
+    return case
 
 
 def matmul_peak_gflops(torch, device, dtype, size):
     a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
     b = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
-    best = min(timed(torch, device, lambda: torch.matmul(a, b), 5)["all_s"])
+    best = min(time_calls(torch, device, lambda: torch.matmul(a, b), 5)["all_s"])
     return round(2 * size ** 3 / best / 1e9, 1)
-
-
-def add_rates(case, flops, peak, datasheet_tflops):
-    rate = flops / case["median_s"] / 1e9
-    case.update(gflop=round(flops / 1e9, 2), gflop_per_s=round(rate, 1),
-                utilization=round(rate / peak, 3))
-    if datasheet_tflops:
-        case["mfu"] = round(rate / (datasheet_tflops * 1e3), 3)
 
 
 def main():
@@ -138,7 +139,6 @@ def main():
 
     import torch
     import torchvision
-    from torch.utils.flop_counter import FlopCounterMode
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,16 +175,10 @@ def main():
             with torch.inference_mode(), autocast():
                 outputs[:] = model([image])
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        case = timed(torch, device, infer, repeats)
-        case["peak_memory_mib"] = peak_memory_mib(torch, device)
+        case = measure(torch, device, infer, repeats, peak, args.datasheet_tflops)
         case["detections"] = int(outputs[0]["boxes"].shape[0])
-        with FlopCounterMode(display=False) as counter:
-            infer()
-        add_rates(case, counter.get_total_flops(), peak, args.datasheet_tflops)
         result["infer"][f"persons_{n}"] = case
-        print(f"[torchvision_side] N={n}: {case}", file=sys.stderr, flush=True)
+        _common.log(f"N={n}: {case}")
 
     model.train()
     model.roi_heads.score_thresh = 0.05
@@ -207,23 +201,12 @@ def main():
             scaler.update()
             losses.update({k: float(v.detach()) for k, v in loss_dict.items()})
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        case = timed(torch, device, step, repeats)
+        case = measure(torch, device, step, repeats, peak, args.datasheet_tflops)
         case.update(batch=batch, images_per_s=round(batch / case["median_s"], 3),
-                    peak_memory_mib=peak_memory_mib(torch, device),
                     loss_finite=all(v == v and abs(v) != float("inf") for v in losses.values()))
-        with FlopCounterMode(display=False) as counter:
-            step()
-        add_rates(case, counter.get_total_flops(), peak, args.datasheet_tflops)
         result["train"][f"b{batch}"] = case
-        print(f"[torchvision_side] b{batch}: {case}", file=sys.stderr, flush=True)
-    result["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(line + "\n")
+        _common.log(f"b{batch}: {case}")
+    _common.emit(result, args.json_out)
 
 
 if __name__ == "__main__":
