@@ -199,11 +199,11 @@ def flop_rate(flops, seconds, peak_gflops=None, datasheet_tflops=None):
     """{gflop, gflop_per_s, utilization (of the measured matmul peak), mfu (of a datasheet
     peak, when given)} of `flops` done in `seconds`."""
     rate = flops / seconds / 1e9
-    out = {"gflop": round(flops / 1e9, 2), "gflop_per_s": round(rate, 1)}
+    out = {"gflop": round(flops / 1e9, 3), "gflop_per_s": round(rate, 2)}
     if peak_gflops:
-        out["utilization"] = round(rate / peak_gflops, 3)
+        out["utilization"] = round(rate / peak_gflops, 4)
     if datasheet_tflops:
-        out["mfu"] = round(rate / (datasheet_tflops * 1e3), 3)
+        out["mfu"] = round(rate / (datasheet_tflops * 1e3), 4)
     return out
 
 
