@@ -33,6 +33,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  (numpy and the standard library: the torchvision venv has both)
 
 TARGETS = {"infer": 0.6, "train": 0.8, "peak_rss": 1.0}
 
@@ -79,7 +80,6 @@ def torchvision_child(args, height, width, persons, batches):
         with FlopCounterMode(display=False) as counter:  # forward + backward of one step
             tvb.bench_train(model, probe, batch, 1, 0, height, width, init_state)
         result["train"][f"b{batch}"]["flops"] = counter.get_total_flops()
-    import _common  # this folder: numpy and the standard library only at import
     from torchvision_side import matmul_peak_gflops
 
     result["matmul_peak_gflop_per_s"] = matmul_peak_gflops(
@@ -110,7 +110,7 @@ def main():
                     help="ours on the square canvas of the long side (1088 x 1088) instead of "
                          "the smallest (832 x 1088)")
     ap.add_argument("--precision", default="float32",
-                    choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                    choices=_common.PRECISIONS,
                     help="our side's Keras dtype policy (torchvision runs float32)")
     ap.add_argument("--ours-infer-json", help="reuse a bench_model.py line instead of running it")
     ap.add_argument("--ours-train-json", help="reuse a bench_train.py line instead of running it")
@@ -133,8 +133,6 @@ def main():
 
     import json
     from pathlib import Path
-
-    import _common
 
     here = Path(__file__).resolve().parent
     result = {"figure": "ours vs torchvision", "image_hw": [height, width],
