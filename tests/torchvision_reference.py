@@ -48,7 +48,11 @@ def make_images(count, size, seed):
     return np.stack(images)
 
 
-def randomize(model, seed):
+def randomize(model, seed, spread=1.0):
+    """Re-draw the batch-norm parameters and statistics and the RPN / predictor layers from a
+    seeded generator; `spread` scales the RPN and box-predictor weights, so that larger values
+    spread the scores apart (few near-ties) and the boxes over the whole image, borders
+    included."""
     gen = torch.Generator().manual_seed(seed)
 
     def uniform(t, lo, hi):
@@ -65,14 +69,14 @@ def randomize(model, seed):
                 normal(module.running_mean, 0.1)
                 uniform(module.running_var, 0.5, 1.5)
         head = model.rpn.head
-        normal(head.cls_logits.weight, 0.05)
+        normal(head.cls_logits.weight, 0.05 * spread)
         normal(head.cls_logits.bias, 0.5)
-        normal(head.bbox_pred.weight, 0.01)
-        normal(head.bbox_pred.bias, 0.1)
+        normal(head.bbox_pred.weight, 0.01 * spread)
+        normal(head.bbox_pred.bias, 0.1 * spread)
         predictor = model.roi_heads.box_predictor
-        normal(predictor.cls_score.weight, 0.05)
-        normal(predictor.bbox_pred.weight, 0.02)
-        normal(predictor.bbox_pred.bias, 0.2)
+        normal(predictor.cls_score.weight, 0.05 * spread)
+        normal(predictor.bbox_pred.weight, 0.02 * spread)
+        normal(predictor.bbox_pred.bias, 0.2 * spread)
         normal(model.roi_heads.keypoint_predictor.kps_score_lowres.bias, 0.5)
 
 
@@ -137,6 +141,11 @@ def main():
     ap.add_argument("--detections", type=int, default=100)
     ap.add_argument("--score-thresh", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spread", type=float, default=1.0,
+                    help="scale of the re-drawn RPN and class-score weights (see randomize)")
+    ap.add_argument("--images", metavar="NPZ",
+                    help="uint8 RGB images image0, image1, ... to run (resized as torchvision "
+                         "resizes them) instead of the generated --shapes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -144,17 +153,21 @@ def main():
         weights=None, weights_backbone=None, min_size=args.min_size, max_size=args.max_size,
         rpn_pre_nms_top_n_test=args.pre_nms, rpn_post_nms_top_n_test=args.post_nms,
         box_detections_per_img=args.detections, box_score_thresh=args.score_thresh)
-    randomize(model, args.seed)
+    randomize(model, args.seed, args.spread)
     model.eval()
     if args.flops:
         h, w = (int(v) for v in args.shapes.split(",")[0].split("x"))
         return count_flops(model, make_images(1, max(h, w), args.seed)[0][:h, :w], args.out_dir)
     os.makedirs(args.out_dir, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(args.out_dir, "model.pth"))
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    side = max(max(shape) for shape in shapes)
-    squares = make_images(len(shapes), side, args.seed)
-    images = [square[:h, :w] for square, (h, w) in zip(squares, shapes)]
+    if args.images:
+        with np.load(args.images) as z:
+            images = [z[f"image{i}"] for i in range(len(z.files))]
+    else:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+        side = max(max(shape) for shape in shapes)
+        squares = make_images(len(shapes), side, args.seed)
+        images = [square[:h, :w] for square, (h, w) in zip(squares, shapes)]
     np.savez(os.path.join(args.out_dir, "images.npz"), **{f"image{i}": im
                                                          for i, im in enumerate(images)})
 
@@ -166,7 +179,8 @@ def main():
         tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
         with torch.no_grad():  # GeneralizedRCNN.forward, step by step, keeping what we compare
             batch, _ = model.transform([tensor])
-            assert tuple(batch.image_sizes[0]) == image.shape[:2], "the image was resized"
+            if not args.images:
+                assert tuple(batch.image_sizes[0]) == image.shape[:2], "the image was resized"
             features = model.backbone(batch.tensors)
             image_proposals, _ = model.rpn(batch, features)
             found, _ = model.roi_heads(features, image_proposals, batch.image_sizes)
@@ -174,6 +188,7 @@ def main():
         for level, key in zip(range(2, 7), ("0", "1", "2", "3", "pool")):
             out[f"P{level}_{i}"] = features[key].permute(0, 2, 3, 1).numpy()[0]
         out[f"batch_shape_{i}"] = np.array(batch.tensors.shape)
+        out[f"image_size_{i}"] = np.array(batch.image_sizes[0])
         out[f"anchors_{i}"] = model.rpn.anchor_generator(batch, list(features.values()))[0] \
             .numpy()
         proposals.append(image_proposals[0].numpy())

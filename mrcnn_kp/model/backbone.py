@@ -243,6 +243,20 @@ def batch_norm(config, name, epsilon=1e-3, momentum=None):
                                name=name)
 
 
+def torchvision_extent(image_meta, divisor=32):
+    """image_meta [B, 12 + C] -> [B, 2] float32 (height, width) canvas pixels of the region
+    torchvision computes for each image: its resized size (image_meta's window, the image at
+    the canvas' top-left) rounded up to a multiple of `divisor` (GeneralizedRCNNTransform's
+    batch padding; 1: the image itself)."""
+    from mrcnn_kp.data.transforms import parse_image_meta
+
+    window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4] y1 x1 y2 x2
+    extent = window[:, 2:4]  # [B, 2] (y2, x2)
+    if divisor > 1:
+        extent = ops.ceil(extent / divisor) * divisor
+    return extent
+
+
 @keras.saving.register_keras_serializable(package="mrcnn_kp")
 class TorchvisionValidRegion(keras.layers.Layer):
     """[x [B, H, W, C], image_meta] -> x, zero outside the region torchvision would compute.
@@ -263,12 +277,7 @@ class TorchvisionValidRegion(keras.layers.Layer):
         self.divisor = int(divisor)
 
     def call(self, x, image_meta):
-        from mrcnn_kp.data.transforms import parse_image_meta
-
-        window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
-        extent = window[:, 2:4]  # [B, 2] (y2, x2) canvas pixels
-        if self.divisor > 1:
-            extent = ops.ceil(extent / self.divisor) * self.divisor
+        extent = torchvision_extent(image_meta, self.divisor)  # [B, 2] (y, x) canvas pixels
         height, width = int(x.shape[1]), int(x.shape[2])
         extent = extent * (height / self.canvas)  # in cells of this map
         rows = ops.cast(ops.arange(height), "float32")[None, :] < extent[:, 0:1]  # [B, H]
@@ -283,25 +292,6 @@ class TorchvisionValidRegion(keras.layers.Layer):
         config = super().get_config()
         config.update(canvas=self.canvas, divisor=self.divisor)
         return config
-
-
-@keras.saving.register_keras_serializable(package="mrcnn_kp")
-class TorchvisionEdgeCopy(TorchvisionValidRegion):
-    """[x [B, H, W, C], image_meta] -> x whose first row and column beyond the image's padded
-    size repeat the last ones inside it: ROIAlign then reads there what torchvision's reads
-    at its map's border (a sample in the last cell clamps to the last row / column)."""
-
-    def call(self, x, image_meta):
-        from mrcnn_kp.data.transforms import parse_image_meta
-
-        window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
-        extent = ops.ceil(window[:, 2:4] / self.divisor) * self.divisor
-        height, width = int(x.shape[1]), int(x.shape[2])
-        extent = extent * (height / self.canvas)  # [B, 2] cells of this map
-        row = ops.cast(ops.arange(height), "float32")[None, :] == extent[:, 0:1]  # [B, H]
-        x = ops.where(row[:, :, None, None], ops.roll(x, 1, axis=1), x)
-        col = ops.cast(ops.arange(width), "float32")[None, :] == extent[:, 1:2]  # [B, W]
-        return ops.where(col[:, None, :, None], ops.roll(x, 1, axis=2), x)
 
 
 def valid_region_fn(config, image_meta):

@@ -27,7 +27,7 @@ graph, so the training and the inference graphs share the very same weights.
 import keras
 from keras import layers, ops
 
-from mrcnn_kp.model.backbone import batch_norm
+from mrcnn_kp.model.backbone import batch_norm, torchvision_extent
 from mrcnn_kp.ops import roi_align as roi_align_ops
 
 HUMANPOSE_NUM_CONVS = 8
@@ -61,17 +61,19 @@ class PyramidRoiAlign(keras.layers.Layer):
         # matterport's normalised (y1, x1, y2, x2) boxes instead of pixels (crop_and_resize)
         self.normalized_boxes = bool(normalized_boxes)
 
-    def call(self, boxes, feature_maps):
+    def call(self, boxes, feature_maps, image_meta=None):
         # Sampled in float32 (the ops mix float32 weights into the gathers); the heads' convs
-        # cast back to their compute dtype.
+        # cast back to their compute dtype. image_meta (LAYOUT "torchvision"): each image's
+        # maps end where torchvision's do, at its size padded to 32, not at the canvas' edge.
         feature_maps = [ops.cast(f, "float32") for f in feature_maps]
+        extents = None if image_meta is None else torchvision_extent(image_meta)  # [B, 2]
         return roi_align_ops.pyramid_roi_align_batched(
             feature_maps, ops.cast(boxes, "float32"), output_size=self.pool_size,
             image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
             aligned=self.aligned, mode=self.mode,
-            normalized_boxes=self.normalized_boxes)  # [B, N, size, size, C]
+            normalized_boxes=self.normalized_boxes, extents=extents)  # [B, N, size, size, C]
 
-    def compute_output_shape(self, boxes_shape, feature_maps_shape):
+    def compute_output_shape(self, boxes_shape, feature_maps_shape, image_meta_shape=None):
         channels = feature_maps_shape[0][-1]
         return tuple(boxes_shape[:2]) + (self.pool_size, self.pool_size, channels)
 
@@ -143,10 +145,15 @@ class FirstRois(keras.layers.Layer):
         return config
 
 
-def _roi_align(config, pool_size, name, normalized=False):
-    return PyramidRoiAlign(pool_size, config.IMAGE_SHAPE, config.ROI_ALIGN_SAMPLING_RATIO,
-                           config.ROI_ALIGN_ALIGNED, config.ROI_ALIGN_MODE,
-                           normalized_boxes=normalized, name=name)
+def _pool(config, pool_size, name, rois, feature_maps, normalized=False, image_meta=None):
+    """rois [B, N, 4] pooled from feature_maps by a PyramidRoiAlign of config's settings;
+    image_meta: the images' extents on the canvas (see PyramidRoiAlign.call), or None."""
+    layer = PyramidRoiAlign(pool_size, config.IMAGE_SHAPE, config.ROI_ALIGN_SAMPLING_RATIO,
+                            config.ROI_ALIGN_ALIGNED, config.ROI_ALIGN_MODE,
+                            normalized_boxes=normalized, name=name)
+    if image_meta is None:
+        return layer(rois, feature_maps)
+    return layer(rois, feature_maps, image_meta=image_meta)
 
 
 # ------------------------------------------------------------------------------------ box head
@@ -195,13 +202,13 @@ class BoxHead:
         self.class_logits = layers.Dense(config.NUM_CLASSES, name="mrcnn_class_logits")
         self.bbox_fc = layers.Dense(config.NUM_CLASSES * 4, name="mrcnn_bbox_fc")
 
-    def __call__(self, rois, feature_maps, prefix="", normalized=False):
+    def __call__(self, rois, feature_maps, prefix="", normalized=False, image_meta=None):
         """rois [B, N, 4], feature_maps [P2..P5]; `prefix` names this call's weightless layers;
-        normalized: the rois are matterport's normalised (y1, x1, y2, x2) (crop_and_resize)."""
+        normalized: the rois are matterport's normalised (y1, x1, y2, x2) (crop_and_resize);
+        image_meta: where each image ends on the maps (LAYOUT "torchvision"), or None."""
         config = self.config
-        x = _roi_align(config, config.POOL_SIZE, prefix + "roi_align_classifier",
-                       normalized)(
-            rois, feature_maps)  # [B, N, 7, 7, C]
+        x = _pool(config, config.POOL_SIZE, prefix + "roi_align_classifier", rois,
+                  feature_maps, normalized, image_meta)  # [B, N, 7, 7, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_class_merge")(x)  # [B*N, 7, 7, C]
         x = self.conv1(x)
         x = layers.Activation("relu", name=prefix + "mrcnn_class_relu1")(
@@ -234,10 +241,10 @@ class MaskHead:
                                              name="mrcnn_mask_deconv")
         self.mask = layers.Conv2D(config.NUM_CLASSES, 1, name="mrcnn_mask")
 
-    def __call__(self, rois, feature_maps, prefix="", normalized=False):
+    def __call__(self, rois, feature_maps, prefix="", normalized=False, image_meta=None):
         config = self.config
-        x = _roi_align(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask", normalized)(
-            rois, feature_maps)  # [B, N, 14, 14, C]
+        x = _pool(config, config.MASK_POOL_SIZE, prefix + "roi_align_mask", rois, feature_maps,
+                  normalized, image_meta)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_mask_merge")(x)  # [B*N, 14, 14, C]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
             x = layers.Activation("relu", name=f"{prefix}mrcnn_mask_relu{i}")(bn(conv(x)))
@@ -272,11 +279,10 @@ class KeypointHead:
         else:
             raise ValueError(f"unknown KEYPOINT_HEAD {self.variant!r}")
 
-    def __call__(self, rois, feature_maps, prefix="", normalized=False):
+    def __call__(self, rois, feature_maps, prefix="", normalized=False, image_meta=None):
         config = self.config
-        x = _roi_align(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint",
-                       normalized)(
-            rois, feature_maps)  # [B, N, 14, 14, C]
+        x = _pool(config, config.KEYPOINT_POOL_SIZE, prefix + "roi_align_keypoint", rois,
+                  feature_maps, normalized, image_meta)  # [B, N, 14, 14, C]
         x = MergeRoiAxis(name=prefix + "mrcnn_keypoint_merge")(x)  # [B*N, 14, 14, C]
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
             x = conv(x)

@@ -25,7 +25,7 @@ from keras import ops
 
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer
-from mrcnn_kp.model.backbone import TorchvisionEdgeCopy, build_backbone, valid_region_fn
+from mrcnn_kp.model.backbone import build_backbone, valid_region_fn
 from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDecoder,
                                       PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
@@ -183,17 +183,20 @@ def _training_outputs(config, inputs, trunk, heads):
      keypoint_weights) = DetectionTargetLayer(config, name="roi_targets")(
         rpn_rois, rpn_valid, inputs["input_gt_class_ids"], inputs["input_gt_boxes"],
         inputs["input_gt_masks"], inputs["input_gt_keypoints"])
-    class_logits, _, bbox_deltas = box_head(rois, feature_maps)  # [B, R, C], [B, R, C, 4]
+    head_inputs = trunk["head_inputs"]
+    class_logits, _, bbox_deltas = box_head(rois, feature_maps,
+                                            **head_inputs)  # [B, R, C], [B, R, C, 4]
 
     positive_rois = FirstRois(positive_slots(config), name="positive_rois")(rois)  # [B, P, 4]
     positive_ids = FirstRois(positive_slots(config), name="positive_class_ids")(target_class_ids)
     if mask_head is not None:
-        mask_logits = mask_head(positive_rois, feature_maps)  # [B, P, 28, 28, C]
+        mask_logits = mask_head(positive_rois, feature_maps, **head_inputs)  # [B, P, 28, 28, C]
         mask_loss = LossLayer("mrcnn_mask_loss")([target_masks, positive_ids, mask_logits])
     else:
         mask_loss = LossLayer("mrcnn_mask_loss", enabled=False)([positive_ids])
     keypoint_rois = FirstRois(keypoint_slots(config), name="keypoint_rois")(rois)  # [B, Pk, 4]
-    keypoint_logits = keypoint_head(keypoint_rois, feature_maps)  # [B, Pk, 56, 56, K]
+    keypoint_logits = keypoint_head(keypoint_rois, feature_maps,
+                                    **head_inputs)  # [B, Pk, 56, 56, K]
 
     positive_rois_per_image, joints_per_image = TargetStats(name="target_stats")(
         target_class_ids, keypoint_weights)
@@ -223,7 +226,9 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     # matterport's modes: ROIs and detections in its normalised (y1, x1, y2, x2), as its graph
     # has them (pooled as they are); the pixels of the contract are made for the outputs.
     normalized = _matterport_boxes(config)
-    _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps, normalized=normalized)
+    head_inputs = trunk["head_inputs"]
+    _, class_probs, bbox_deltas = box_head(rpn_rois, feature_maps, normalized=normalized,
+                                           **head_inputs)
     boxes, class_ids, scores, num_detections = DetectionLayer(config, name="mrcnn_detection")(
         rpn_rois, rpn_valid, class_probs, bbox_deltas, inputs["input_image_meta"])
     normalized_boxes = boxes if normalized else None
@@ -245,8 +250,8 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
         if dynamic_heads:
             pooled_boxes, _ = TrimToDetections(name="mrcnn_detection_trim_normalized")(
                 normalized_boxes, class_ids, num_detections)
-    keypoint_logits = keypoint_head(pooled_boxes, feature_maps,
-                                    normalized=normalized)  # [B, D, 56, 56, K]
+    keypoint_logits = keypoint_head(pooled_boxes, feature_maps, normalized=normalized,
+                                    **head_inputs)  # [B, D, 56, 56, K]
     keypoints = KeypointDecoder(
         decoder=config.KEYPOINT_DECODER, max_pixels=max(config.IMAGE_SHAPE[:2]),
         name="mrcnn_keypoints")(keypoint_logits, head_boxes, head_class_ids)  # [B, D, K, 3]
@@ -259,7 +264,7 @@ def _inference_outputs(config, inputs, trunk, heads, debug, dynamic_heads):
     }
     if mask_head is not None:
         masks = DetectionMasks(name="mrcnn_masks")(
-            mask_head(pooled_boxes, feature_maps, normalized=normalized),
+            mask_head(pooled_boxes, feature_maps, normalized=normalized, **head_inputs),
             head_class_ids)  # [B, D, 28, 28]
         outputs["masks"] = slots(masks, "mrcnn_masks_slots")
     if normalized:  # [B, D, 4] matterport's detections[..., :4], for its unmold_detections
@@ -286,11 +291,12 @@ def _output_order(name):
 
 def build_trunk(image, config, image_meta=None):
     """image [B, S, S, 3] raw -> {"pyramid": [P2..P6], "rpn_class_logits", "rpn_probs",
-    "rpn_bbox", "proposal_inputs"}: the part both graphs share.
+    "rpn_bbox", "proposal_inputs", "head_inputs"}: the part both graphs share.
 
     With LAYOUT "torchvision" and an image_meta, the maps are zeroed beyond each image's
-    torchvision-padded size (backbone.TorchvisionValidRegion) and the proposals get the
-    image_meta (clipping to the image, anchors of that size only)."""
+    torchvision-padded size (backbone.TorchvisionValidRegion), the proposals get the
+    image_meta (clipping to the image, anchors of that size only), and so do the heads'
+    ROIAlign (each image's maps end at that size: head_inputs)."""
     normalized = NormalizeImage(
         config.MEAN_PIXEL, config.PIXEL_STD,
         float64=getattr(config, "IMAGE_NORMALIZATION", "float32") == "matterport",
@@ -302,11 +308,10 @@ def build_trunk(image, config, image_meta=None):
     torchvision = getattr(config, "LAYOUT", "matterport") == "torchvision"
     proposal_inputs = {"image_meta": image_meta} if torchvision and image_meta is not None \
         else {}
-    if proposal_inputs:  # the heads pool P2..P5 as torchvision's ROIAlign sees its border
-        pyramid = [TorchvisionEdgeCopy(config.IMAGE_SHAPE[0], name=f"fpn_p{level}_edge")(
-            p, image_meta) for level, p in zip(range(2, 6), pyramid[:4])] + pyramid[4:]
+    # the heads sample each image's maps up to its own border, as torchvision's ROIAlign does
+    head_inputs = {"image_meta": image_meta} if proposal_inputs else {}
     return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,
-            "rpn_bbox": rpn_bbox, "proposal_inputs": proposal_inputs}
+            "rpn_bbox": rpn_bbox, "proposal_inputs": proposal_inputs, "head_inputs": head_inputs}
 
 
 def build_models(config, training=True, inference=True, debug=False, dynamic_heads=False):

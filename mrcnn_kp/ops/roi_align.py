@@ -8,6 +8,13 @@ behaviour, which also widens boxes thinner than one feature pixel to 1. Sampling
 torchvision's bilinear_interpolate: a sample further than one pixel outside the map counts as
 0, a sample within one pixel of the border reads the border.
 
+The map's border is where the image's map ends, not always where the tensor ends:
+pyramid_roi_align's `extents` give each image's own extent on a larger canvas (torchvision
+runs every image on its own size padded to 32; a fixed canvas holds it at the top-left). A
+legacy (aligned=False) box thinner than a feature pixel at the image's bottom or right edge
+is widened past that extent, and its samples there must read 0, as torchvision's do, not the
+canvas beyond.
+
 Implementation (keras.ops): the feature maps are flattened into one [rows, C] table (all
 pyramid levels concatenated), and each corner of each sample is one row index into it, so every
 box of every level is sampled by 4 gathers with static shapes and no loop over boxes or levels.
@@ -91,17 +98,20 @@ def _bilinear_taps(first, step, count, size, border=TORCHVISION):
             (1.0 - frac) * inside, frac * inside)
 
 
-def _corner_taps(row_offset, height, width, grid, grid_size, border=TORCHVISION):
+def _corner_taps(row_offset, height, width, grid, grid_size, border=TORCHVISION, extent=None):
     """The 4 bilinear corners of every sample of every box's grid: [(index [N, Sy, Sx] int32
     table rows, weight [N, Sy, Sx])] x 4, constants (no gradient to the boxes).
 
     row_offset [N] int32 first row of the box's (level, image) map in the flattened table;
     height, width [N] float its size; grid = (first_y, step_y, first_x, step_x) [N] each;
-    grid_size (rows, cols); border: see _bilinear_taps.
+    grid_size (rows, cols); border: see _bilinear_taps; extent: (rows, cols) [N] each, where
+    the box's image ends on its map (<= height, width), the border that sampling sees
+    (default: the whole map).
     """
     first_y, step_y, first_x, step_x = (ops.stop_gradient(g) for g in grid)
-    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(first_y, step_y, grid_size[0], height, border)
-    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(first_x, step_x, grid_size[1], width, border)
+    rows_seen, cols_seen = (height, width) if extent is None else extent
+    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(first_y, step_y, grid_size[0], rows_seen, border)
+    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(first_x, step_x, grid_size[1], cols_seen, border)
     row_width = ops.cast(width, "int32")[:, None, None]  # [N, 1, 1]
     base = row_offset[:, None, None]  # [N, 1, 1]
     taps = []
@@ -194,14 +204,14 @@ def _table_gradient(upstream, taps, rows, ratio):
 
 
 def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampling_ratio,
-                  border=TORCHVISION):
+                  border=TORCHVISION, extent=None):
     """Bins from the maps of every level flattened into one table -> [N, h, w, C]."""
     channels = ops.shape(features[0])[-1]
     table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
     grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
     if border == CROP_AND_RESIZE:  # one sample per cell: nothing to average
         return _crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size)
-    taps = _corner_taps(row_offset, height, width, grid, grid_size, border)
+    taps = _corner_taps(row_offset, height, width, grid, grid_size, border, extent)
     return _pool_bins_from_table(table, taps, output_size, sampling_ratio)
 
 
@@ -343,7 +353,7 @@ def _crop_and_resize_grid(boxes, height, width, output_size):
 
 def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sampling_ratio=2,
                       aligned=True, use_fast_path=True, mode=TORCHVISION,
-                      normalized_boxes=False):
+                      normalized_boxes=False, extents=None):
     """Multi-level ROIAlign: each box is pooled from the FPN level its size selects.
 
     features: list of [B, H_l, W_l, C] maps for P2, P3, ... (consecutive levels from 2);
@@ -357,11 +367,16 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
     only): the boxes are matterport's normalised (y1, x1, y2, x2) as its graph has them, not
     pixels; pixels normalised here can be 1 float32 ulp off, enough to move a sample on a far
     edge (y2 = 1) to the other side of H - 1.
+    extents: [B, 2] (height, width) image pixels of each image's region at the canvas'
+    top-left (torchvision: its size padded to 32), the border that sampling sees on every
+    level (mode "roi_align"); None: the whole map.
     """
     if mode not in MODES:
         raise ValueError(f"unknown ROI pooling mode {mode!r}; choose one of {', '.join(MODES)}")
     if normalized_boxes and mode != CROP_AND_RESIZE:
         raise ValueError("normalized_boxes needs mode 'crop_and_resize'")
+    if extents is not None and mode != TORCHVISION:
+        raise ValueError("extents needs mode 'roi_align'")
     sampling_ratio = _check_sampling_ratio(sampling_ratio)
     output_size = _pair(output_size)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
@@ -398,29 +413,37 @@ def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sam
 
     height, width = pick(heights), pick(widths)
     row_offset = pick(starts, "int32") + box_indices * ops.cast(height * width, "int32")
+    extent = None
     if mode == CROP_AND_RESIZE:
         grid = _crop_and_resize_grid(boxes, height, width, output_size)
         sampling_ratio = 1
     else:
-        grid = _sample_grid(boxes, pick(scales_y), output_size, sampling_ratio, aligned)
+        scale = pick(scales_y)
+        grid = _sample_grid(boxes, scale, output_size, sampling_ratio, aligned)
+        if extents is not None:  # [N] rows, cols of the box's image on its level's map
+            image_extent = ops.take(ops.cast(extents, "float32"), box_indices, axis=0)  # [N, 2]
+            extent = (ops.minimum(ops.ceil(image_extent[:, 0] * scale), height),
+                      ops.minimum(ops.ceil(image_extent[:, 1] * scale), width))
     # crop_and_resize: no XLA fusion. XLA rewrites the grid's float32 maths (x / c as
     # x * (1 / c)), which moves samples on a box's far edge (y2 = 1, every box clipped to the
     # image) just past H - 1, where tf.image.crop_and_resize's arithmetic keeps them inside;
     # such a sample would read 0 instead of the border (JAX, always compiled, can do this).
     fuse = use_fast_path and mode != CROP_AND_RESIZE
     pool = backend.fused(_pool_pyramid) if fuse else _pool_pyramid
-    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio, mode)
+    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio, mode,
+                extent)
 
 
 def pyramid_roi_align_batched(features, boxes, output_size, image_size, sampling_ratio=2,
                               aligned=True, use_fast_path=True, mode=TORCHVISION,
-                              normalized_boxes=False):
-    """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]."""
+                              normalized_boxes=False, extents=None):
+    """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]
+    (extents [B, 2]: see pyramid_roi_align)."""
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
     box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
     pooled = pyramid_roi_align(features, ops.reshape(boxes, (-1, 4)), box_indices, output_size,
                                image_size, sampling_ratio, aligned, use_fast_path,
-                               mode, normalized_boxes)  # [B*N, h, w, C]
+                               mode, normalized_boxes, extents)  # [B*N, h, w, C]
     out_h, out_w = _pair(output_size)
     return ops.reshape(pooled, (batch, num_boxes, out_h, out_w, ops.shape(pooled)[-1]))

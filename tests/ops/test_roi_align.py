@@ -153,6 +153,43 @@ def test_pyramid_roi_align_pools_each_box_from_its_level_in_input_order(compiled
         np.testing.assert_allclose(got[n], want[0], atol=2e-5, err_msg=f"box {n}")
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_pyramid_roi_align_extents_end_each_image_where_its_own_maps_end(compiled, aligned):
+    """Two images on one 256 canvas, at its top-left, with extents 160 x 224 and 96 x 128 (their
+    sizes padded to 32): every box pools what torchvision's ROIAlign pools from that image's
+    maps alone (each level cropped to extent / stride). Boxes hug the bottom and right edges,
+    thin ones included: aligned=False widens them to one feature pixel, past the image's edge,
+    where torchvision reads 0 but the canvas holds values."""
+    rng = np.random.default_rng(11)
+    features = pyramid(rng, batch=2, image=256)
+    extents = np.array([[160, 224], [96, 128]], np.float32)  # (height, width) pixels
+    boxes, box_indices = [], []
+    for b, (h, w) in enumerate(extents):
+        boxes += [[w - 60, h - 3, w - 0.2, h], [w - 2.5, 10, w, 70], [w - 40, h - 40, w, h],
+                  [w - 150, h - 90, w - 1, h - 1], [w - 1, h - 1, w, h], [5, 5, 25, 30]]
+        box_indices += [b] * 6
+    boxes = np.array(boxes, np.float32)
+    box_indices = np.array(box_indices, np.int32)
+    fn = compiled(roi_align.pyramid_roi_align, graph=True, output_size=(7, 7),
+                  image_size=(256, 256), aligned=aligned)
+    got = to_numpy(fn(features, boxes, box_indices, extents=extents))
+    whole = to_numpy(fn(features, boxes, box_indices))  # the canvas' maps, no extents
+    sides = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1))
+    levels = [min(5, max(2, math.floor(4 + math.log2(max(s, 1e-6) / 224) + 1e-6)))
+              for s in sides.astype(np.float64)]
+    for n, (level, b) in enumerate(zip(levels, box_indices)):
+        stride = 2 ** level
+        h, w = (int(v) // stride for v in extents[b])
+        own = features[level - 2][b:b + 1, :h, :w]  # torchvision's map of this image alone
+        want = reference_roi_align(own, boxes[n:n + 1], [0], (7, 7), 1.0 / stride, 2, aligned)
+        np.testing.assert_allclose(got[n], want[0], atol=2e-5, err_msg=f"box {n}")
+    if not aligned:  # the widened thin boxes would read the canvas beyond each image
+        assert np.abs(whole - got).max() > 0.1
+    with pytest.raises(ValueError, match="extents needs mode 'roi_align'"):
+        roi_align.pyramid_roi_align(features, boxes, box_indices, 7, 256, extents=extents,
+                                    mode="crop_and_resize")
+
+
 def test_pyramid_roi_align_batched_and_errors(compiled):
     rng = np.random.default_rng(8)
     features = pyramid(rng, batch=2, image=128)
