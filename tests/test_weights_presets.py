@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,43 @@ def test_a_wrong_hash_is_refused_and_nothing_is_cached(cache, mirror, monkeypatc
     assert cache_files(cache) == []
 
 
+def test_an_interrupted_download_keeps_nothing(cache, mirror, monkeypatch):
+    """A server on 127.0.0.1 announces the whole file, sends half of it and hangs up."""
+    import http.server
+    import threading
+
+    body = (mirror / "tiny_coco.weights.h5").read_bytes()
+
+    class HalfHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HalfHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_port}/m")
+        monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
+        with pytest.raises(NamedWeightsError) as caught:
+            fetch_weights(TINY, progress=False, echo=lambda *_: None)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    message = str(caught.value)
+    assert "\n" not in message and "cannot download tiny_coco.weights.h5 from http://" in message
+    assert f"of {len(body) / 1e6:.1f} MB" in message
+    assert cache_files(cache) == []
+
+
 # ------------------------------------------------------------------------------ first and later use
 def test_first_use_converts_and_caches_with_the_config(converted, mirror):
     from mrcnn_kp.weights import read_config, read_weight_file
@@ -210,7 +248,23 @@ def test_an_unfinished_cache_is_converted_again_from_the_kept_download(
 
 
 # ------------------------------------------------------------------------------ commands and API
-def test_predict_with_named_weights_needs_no_config(use_converted, tmp_path, capsys):
+def test_predict_with_named_weights_needs_no_config(use_converted, tmp_path, capsys,
+                                                    monkeypatch):
+    """The command resolves the name to the cached file and builds the stored config; the
+    network stays unreachable. The model is a stand-in (tests/commands/test_predict_evaluate);
+    loading the cached weights into the real model is test_from_preset_... below."""
+    from mrcnn_kp.inference import predictor as predictor_lib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "commands"))
+    from test_predict_evaluate import OnePersonModel
+
+    built = []
+
+    def load(config, weights=None):
+        built.append((config, weights))
+        return predictor_lib.Predictor(OnePersonModel(config), config), None
+
+    monkeypatch.setattr(predictor_lib, "load_predictor", load)
     image = tmp_path / "person.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 120, 3), np.uint8)).save(image)
     out = tmp_path / "out"
@@ -218,9 +272,11 @@ def test_predict_with_named_weights_needs_no_config(use_converted, tmp_path, cap
                        "--no-pictures"])
     assert status == 0
     assert f"weights: {use_converted}" in capsys.readouterr().out
+    (config, weights), = built
+    assert weights == str(use_converted) and config.NAME == "tiny"
+    assert config.TOP_DOWN_PYRAMID_SIZE == TinyConfig.TOP_DOWN_PYRAMID_SIZE
     records = json.loads((out / "predictions.json").read_text())
-    assert all(len(r["keypoints"]) == 51 for r in records)
-    assert json.loads((out / "images.json").read_text())[0]["width"] == 120
+    assert len(records) == 1 and len(records[0]["keypoints"]) == 51
 
 
 def test_commands_report_a_refused_download_in_one_line(cache, tmp_path, capsys):
@@ -256,6 +312,15 @@ def test_from_preset_and_train_take_the_stored_config(use_converted):
     assert train.build_config(parser.parse_args(["train"])).NAME == "coco_keypoints"
     with pytest.raises(NamedWeightsError, match="neither named weights"):
         MaskRCNN.from_preset("no-such-weights")
+
+
+def test_convert_writes_named_weights_to_a_file_of_ones_own(use_converted, tmp_path, capsys):
+    from mrcnn_kp.weights import read_config
+
+    out = tmp_path / "mine.weights.h5"
+    assert cli.main(["convert", TINY, str(out)]) == 0
+    assert read_config(out).NAME == "tiny"
+    assert "loaded" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ torchvision files
