@@ -230,6 +230,14 @@ def fetch_weights(name, sha256=None, allow_unverified=False, progress=True, echo
     cached = cached_weights(name)
     if cached is not None:
         return cached
+    source, actual, verified = fetch_source(name, sha256, allow_unverified, progress, echo)
+    return _convert(preset, source, actual, verified=verified, echo=echo)
+
+
+def fetch_source(name, sha256=None, allow_unverified=False, progress=True, echo=print):
+    """The published file of named weights, as published (downloaded on first use, checked):
+    (path, its sha256, whether that was checked against a known hash)."""
+    preset = get_preset(name)
     expected = expected_sha256(preset, sha256)
     if expected is None and not _allowed_unverified(allow_unverified):
         raise NamedWeightsError(
@@ -259,7 +267,7 @@ def fetch_weights(name, sha256=None, allow_unverified=False, progress=True, echo
     if expected is None:
         echo(f"{name}: sha256 of {preset.filename} is {actual} (not verified: none is "
              f"recorded; pass --sha256 {actual} to check it next time)")
-    return _convert(preset, source, actual, verified=expected is not None, echo=echo)
+    return source, actual, expected is not None
 
 
 def _convert(preset, source, actual_sha256, verified, echo):

@@ -369,3 +369,11 @@ def test_a_torchvision_file_is_converted_with_the_torchvision_converter(cache, t
                                   state["rpn.head.cls_logits.bias"].numpy())
     np.testing.assert_array_equal(units["conv1"][0],
                                   state["backbone.body.conv1.weight"].numpy().transpose(2, 3, 1, 0))
+    # `convert --from torchvision NAME` converts the kept .pth into a config of one's own
+    (tmp_path / "tv_tiny.json").write_text(config.copy(DETECTION_MIN_CONFIDENCE=0.5).to_json())
+    monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", closed_port_url())
+    out = tmp_path / "mine.weights.h5"
+    assert cli.main(["convert", "--from", "torchvision", "tv-tiny", str(out),
+                     "--config", str(tmp_path / "tv_tiny.json")]) == 0
+    assert read_config(out).DETECTION_MIN_CONFIDENCE == 0.5
+    assert cli.main(["convert", "--from", "torchvision", "matterport-coco", str(out)]) == 1

@@ -19,9 +19,12 @@ maps torchvision's Keypoint R-CNN state_dict onto the `--config torchvision` mod
 tensor of the file that was not used, and writes the weights with that config inside.
 
     mrcnn-kp convert torchvision-coco kp_coco.weights.h5
+    mrcnn-kp convert --from torchvision torchvision-coco kp.weights.h5 --config my_tv.json
 
-writes named weights (mrcnn_kp.weights_presets: fetched, checked, converted and cached on first
-use) to a file of your own, in the weights' own config unless --config names another.
+write named weights (mrcnn_kp.weights_presets: fetched, checked, converted and cached on first
+use) to a file of your own, in the weights' own config unless --config names another; with
+--from torchvision the published .pth itself (downloaded and checked on first use) is converted
+into --config.
 
 Exit status: 0 written, 1 the input could not be converted (message on stderr), 2 not built.
 """
@@ -83,14 +86,26 @@ def run(args):
 
 
 def _named_source(args):
-    """Named weights as `source` (--from keras): fetch them, point args.source at the cached
-    file and return its stored config when --config is not given (else None)."""
+    """Named weights as `source`: point args.source at a local file. --from keras: the cached
+    converted file, whose stored config is returned when --config is not given (else None);
+    --from torchvision: the published .pth of a torchvision entry (None)."""
     from mrcnn_kp import weights_presets
+    from mrcnn_kp.commands.predict import CommandError
     from mrcnn_kp.weights import read_config
 
-    if args.source_format != "keras" or not weights_presets.is_named(args.source):
+    if args.source_format not in weights_presets.SOURCE_FORMATS \
+            or not weights_presets.is_named(args.source):
         return None
-    args.source = str(weights_presets.fetch_weights(args.source, sha256=args.sha256,
+    name = args.source
+    if args.source_format == "torchvision":
+        if weights_presets.get_preset(name).source_format != "torchvision":
+            raise CommandError(f"--from torchvision: {name} is not a torchvision file; "
+                               f"convert it without --from")
+        path, _, _ = weights_presets.fetch_source(name, sha256=args.sha256,
+                                                  allow_unverified=args.allow_unverified)
+        args.source = str(path)
+        return None
+    args.source = str(weights_presets.fetch_weights(name, sha256=args.sha256,
                                                     allow_unverified=args.allow_unverified))
     return read_config(args.source) if args.config is None else None
 

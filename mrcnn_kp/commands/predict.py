@@ -172,7 +172,6 @@ def report_error(command, exc):
 def model_errors():
     """The exception types that mean bad arguments or files rather than a bug."""
     from mrcnn_kp.config import ConfigError
-
     from mrcnn_kp.weights_presets import NamedWeightsError
 
     errors = [CommandError, ConfigError, FileNotFoundError, NamedWeightsError]
