@@ -112,6 +112,7 @@ def download(url, dest, sha256=None, progress=True, timeout=TIMEOUT_S):
             raise HashMismatchError(
                 f"{name} from {url} has sha256 {actual}, expected {sha256.lower()}: refused, "
                 f"nothing was kept")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would have made
         os.replace(tmp, dest)
         return dest, actual
     finally:
@@ -123,6 +124,12 @@ def download(url, dest, sha256=None, progress=True, timeout=TIMEOUT_S):
 def _is_hex(text, min_length):
     text = str(text).strip()
     return min_length <= len(text) <= 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def _content_length(response):

@@ -24,6 +24,7 @@ An entry without a recorded sha256 is refused unless the caller gives the hash (
 $MRCNN_KP_WEIGHTS_URL names a mirror: a base URL (http(s):// or file://) holding the files
 under their published names; it replaces every entry's address.
 """
+import collections
 import dataclasses
 import json
 import os
@@ -37,6 +38,11 @@ URL_ENV = "MRCNN_KP_WEIGHTS_URL"
 SHA256_ENV = "MRCNN_KP_WEIGHTS_SHA256"
 ALLOW_UNVERIFIED_ENV = "MRCNN_KP_ALLOW_UNVERIFIED"
 SOURCE_FORMATS = ("torchvision", "keras")
+
+
+# fetch_source's answer: the local file, its sha256, whether that was checked against a known
+# hash, and the URL it was downloaded from (None: it was already in downloads/)
+Source = collections.namedtuple("Source", ["path", "sha256", "verified", "url"])
 
 
 class NamedWeightsError(ValueError):
@@ -230,13 +236,12 @@ def fetch_weights(name, sha256=None, allow_unverified=False, progress=True, echo
     cached = cached_weights(name)
     if cached is not None:
         return cached
-    source, actual, verified = fetch_source(name, sha256, allow_unverified, progress, echo)
-    return _convert(preset, source, actual, verified=verified, echo=echo)
+    return _convert(preset, fetch_source(name, sha256, allow_unverified, progress, echo), echo)
 
 
 def fetch_source(name, sha256=None, allow_unverified=False, progress=True, echo=print):
     """The published file of named weights, as published (downloaded on first use, checked):
-    (path, its sha256, whether that was checked against a known hash)."""
+    a Source (path, its sha256, whether that was checked against a known hash, the URL)."""
     preset = get_preset(name)
     expected = expected_sha256(preset, sha256)
     if expected is None and not _allowed_unverified(allow_unverified):
@@ -245,7 +250,7 @@ def fetch_source(name, sha256=None, allow_unverified=False, progress=True, echo=
             f"pass its sha256 (--sha256 HEX, or ${SHA256_ENV}) or allow an unverified download "
             f"(--allow-unverified, or ${ALLOW_UNVERIFIED_ENV}=1), which prints the hash it "
             f"computed")
-    source = download_path(preset)
+    source, url = download_path(preset), None
     if source.is_file():
         actual = sha256_of(source)
         if expected is not None and not check_sha256(actual, expected):
@@ -267,12 +272,13 @@ def fetch_source(name, sha256=None, allow_unverified=False, progress=True, echo=
     if expected is None:
         echo(f"{name}: sha256 of {preset.filename} is {actual} (not verified: none is "
              f"recorded; pass --sha256 {actual} to check it next time)")
-    return source, actual, expected is not None
+    return Source(source, actual, expected is not None, url)
 
 
-def _convert(preset, source, actual_sha256, verified, echo):
+def _convert(preset, fetched, echo):
     from mrcnn_kp.utils import atomic_write_text
 
+    source = fetched.path
     folder = weights_dir(preset.name)
     output = folder / f"{preset.name}.weights.h5"
     config = preset.make_config()
@@ -297,8 +303,9 @@ def _convert(preset, source, actual_sha256, verified, echo):
     echo(summary)
     atomic_write_text(folder / "config.json", config.to_json())
     atomic_write_text(folder / "source.json", json.dumps({
-        "name": preset.name, "file": preset.filename, "url": preset.url,
-        "sha256": actual_sha256, "verified": bool(verified), "format": preset.source_format,
+        "name": preset.name, "file": preset.filename, "published_at": preset.url,
+        "downloaded_from": fetched.url, "sha256": fetched.sha256,
+        "verified": bool(fetched.verified), "format": preset.source_format,
         "cache_format": CACHE_FORMAT}, indent=1))
     echo(f"{preset.name}: cached {output}")
     return output

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from mrcnn_kp.download import (DownloadError, HashMismatchError, cache_root, check_sha256,
-                               download, sha256_of)
+from mrcnn_kp.download import (DownloadError, HashMismatchError, _umask, cache_root,
+                               check_sha256, download, sha256_of)
 
 PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes: several 1 MiB-less chunks, a real length
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -69,6 +69,7 @@ def test_file_url_is_downloaded_hashed_and_renamed_into_place(tmp_path, served, 
     assert dest.read_bytes() == PAYLOAD
     assert leftovers(dest.parent) == ["weights.bin"]  # no .part file left behind
     assert sha256_of(dest) == PAYLOAD_SHA256
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's private 0600
     err = capsys.readouterr().err
     assert "downloading weights.bin: 0.3 / 0.3 MB (100 %)" in err
 

@@ -212,6 +212,8 @@ def test_first_use_converts_and_caches_with_the_config(converted, mirror):
     source = json.loads((path.parent / "source.json").read_text())
     assert source["sha256"] == sha256_file(mirror / "tiny_coco.weights.h5")
     assert source["verified"] is True and source["cache_format"] == weights_presets.CACHE_FORMAT
+    assert source["downloaded_from"] == (mirror / "tiny_coco.weights.h5").as_uri()
+    assert source["published_at"] == "https://example.invalid/tiny.h5"
     assert read_config(path).NAME == "tiny"
     assert json.loads((path.parent / "config.json").read_text())["NAME"] == "tiny"
     assert any(m.startswith(f"{TINY}: downloading file:") for m in messages)
@@ -244,7 +246,8 @@ def test_an_unfinished_cache_is_converted_again_from_the_kept_download(
     assert messages[0] == f"{TINY}: using {cache / 'downloads' / 'tiny_coco.weights.h5'}"
     assert f"sha256 of tiny_coco.weights.h5 is {digest} (not verified" in messages[1]
     assert f"--sha256 {digest}" in messages[1]
-    assert json.loads((path.parent / "source.json").read_text())["verified"] is False
+    source = json.loads((path.parent / "source.json").read_text())
+    assert source["verified"] is False and source["downloaded_from"] is None
 
 
 # ------------------------------------------------------------------------------ commands and API

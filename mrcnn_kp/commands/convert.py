@@ -101,9 +101,8 @@ def _named_source(args):
         if weights_presets.get_preset(name).source_format != "torchvision":
             raise CommandError(f"--from torchvision: {name} is not a torchvision file; "
                                f"convert it without --from")
-        path, _, _ = weights_presets.fetch_source(name, sha256=args.sha256,
-                                                  allow_unverified=args.allow_unverified)
-        args.source = str(path)
+        args.source = str(weights_presets.fetch_source(
+            name, sha256=args.sha256, allow_unverified=args.allow_unverified).path)
         return None
     args.source = str(weights_presets.fetch_weights(name, sha256=args.sha256,
                                                     allow_unverified=args.allow_unverified))
