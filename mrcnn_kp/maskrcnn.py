@@ -12,6 +12,9 @@
     model.load_weights("last")                      # = model.find_last()
     results = model.detect([image])                 # rois, class_ids, scores, masks, keypoints
 
+    model = MaskRCNN.from_preset("torchvision-coco")  # named weights: downloaded, checked,
+                                                      # converted and cached on first use
+
 It lives at the top of the package because it uses both mrcnn_kp.training and
 mrcnn_kp.inference (training never imports inference). Resume a killed run with
 `model.load_weights("last")` in training mode: weights, epoch, run directory and optimizer
@@ -57,6 +60,39 @@ class MaskRCNN:
             self.keras_model = build(config)
         self._trainer = Trainer(self.keras_model, config, self.model_dir, self.strategy)
         self._predictor = None
+
+    @classmethod
+    def from_preset(cls, preset, mode="inference", model_dir="logs", sha256=None,
+                    allow_unverified=False, **config_overrides):
+        """The model of named weights (mrcnn_kp.weights_presets: "torchvision-coco", ...) or
+        of a `.weights.h5` that stores its config, with those weights loaded.
+
+        Named weights are downloaded on first use, their sha256 checked, converted once and
+        cached ($MRCNN_KP_CACHE or ~/.cache/mrcnn_kp); later calls read the cache. sha256 /
+        allow_unverified: for entries without a recorded hash (see weights_presets).
+        config_overrides: config values to change, e.g. DETECTION_MIN_CONFIDENCE=0.5.
+        """
+        from mrcnn_kp import weights_presets
+        from mrcnn_kp.weights import read_config
+
+        if weights_presets.is_named(preset):
+            path = weights_presets.fetch_weights(preset, sha256=sha256,
+                                                 allow_unverified=allow_unverified)
+        elif os.path.isfile(os.fspath(preset)):
+            path = os.fspath(preset)
+        else:
+            raise weights_presets.NamedWeightsError(
+                f"{preset!r} is neither named weights ({', '.join(weights_presets.names())}) "
+                f"nor a weights file")
+        config = read_config(path)
+        if config is None:
+            raise weights_presets.NamedWeightsError(
+                f"{path} stores no config; build MaskRCNN(mode, config) and load_weights() it")
+        if config_overrides:
+            config = config.copy(**config_overrides)
+        model = cls(mode, config, model_dir=model_dir)
+        model.load_weights(path)
+        return model
 
     # ------------------------------------------------------------------ run directory
     @property

@@ -18,6 +18,14 @@ maps torchvision's Keypoint R-CNN state_dict onto the `--config torchvision` mod
 "torchvision" works) with mrcnn_kp.torchvision_weights, prints what was loaded and every
 tensor of the file that was not used, and writes the weights with that config inside.
 
+    mrcnn-kp convert torchvision-coco kp_coco.weights.h5
+    mrcnn-kp convert --from torchvision torchvision-coco kp.weights.h5 --config my_tv.json
+
+write named weights (mrcnn_kp.weights_presets: fetched, checked, converted and cached on first
+use) to a file of your own, in the weights' own config unless --config names another; with
+--from torchvision the published .pth itself (downloaded and checked on first use) is converted
+into --config.
+
 Exit status: 0 written, 1 the input could not be converted (message on stderr), 2 not built.
 """
 import os
@@ -32,8 +40,9 @@ NOT_BUILT = 2
 def add_arguments(parser):
     parser.add_argument("source", nargs="?", default=None,
                         help="the weights to convert: a legacy Keras-2 .h5 (matterport), a "
-                             ".weights.h5 or .keras file; for --from efficientnet-lite0 an "
-                             "optional .pth (default: the packaged ImageNet weights)")
+                             ".weights.h5 or .keras file, named weights (torchvision-coco, "
+                             "...); for --from efficientnet-lite0 an optional .pth (default: "
+                             "the packaged ImageNet weights)")
     parser.add_argument("output", help="the Keras 3 file to write (must end in .weights.h5)")
     parser.add_argument("--from", dest="source_format", choices=SOURCES, default="keras",
                         help="what `source` is (default: keras, i.e. any Keras .h5 file)")
@@ -47,6 +56,9 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true",
                         help="fail unless every layer of the model is loaded (no shape "
                              "mismatch, nothing absent from the file)")
+    from mrcnn_kp.commands.predict import add_named_weights_arguments
+
+    add_named_weights_arguments(parser)
 
 
 def run(args):
@@ -55,9 +67,10 @@ def run(args):
     try:
         if not args.output.endswith(".weights.h5"):
             raise CommandError(f"output {args.output!r} must end in .weights.h5 (Keras 3 format)")
+        named = _named_source(args)
         if args.config is None:
             args.config = "torchvision" if args.source_format == "torchvision" else "default"
-        config = load_config_arg(args.config)
+        config = named or load_config_arg(args.config)
         if args.source_format == "torchvision":
             return _from_torchvision(args, config)
         if args.source_format == "efficientnet-lite0":
@@ -70,6 +83,30 @@ def run(args):
     except model_errors() as exc:
         print(f"mrcnn-kp convert: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _named_source(args):
+    """Named weights as `source`: point args.source at a local file. --from keras: the cached
+    converted file, whose stored config is returned when --config is not given (else None);
+    --from torchvision: the published .pth of a torchvision entry (None)."""
+    from mrcnn_kp import weights_presets
+    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.weights import read_config
+
+    if args.source_format not in weights_presets.SOURCE_FORMATS \
+            or not weights_presets.is_named(args.source):
+        return None
+    name = args.source
+    if args.source_format == "torchvision":
+        if weights_presets.get_preset(name).source_format != "torchvision":
+            raise CommandError(f"--from torchvision: {name} is not a torchvision file; "
+                               f"convert it without --from")
+        args.source = str(weights_presets.fetch_source(
+            name, sha256=args.sha256, allow_unverified=args.allow_unverified).path)
+        return None
+    args.source = str(weights_presets.fetch_weights(name, sha256=args.sha256,
+                                                    allow_unverified=args.allow_unverified))
+    return read_config(args.source) if args.config is None else None
 
 
 def _build(config):

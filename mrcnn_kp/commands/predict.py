@@ -1,6 +1,7 @@
 """`mrcnn-kp predict`: detect people and joints in image files or folders.
 
     mrcnn-kp predict photos/ extra.jpg --weights last --output predictions/
+    mrcnn-kp predict photo.jpg --weights torchvision-coco     # named weights, cached
 
 writes one PNG per image (boxes, masks, skeletons) and predictions.json, a COCO-style results
 list (one record per person: image_id, file_name, category_id, bbox [x, y, w, h], score,
@@ -9,8 +10,9 @@ sizes). Files that are not images, truncated or corrupt images, images over --ma
 empty folders are reported and skipped; the rest is still processed. Exit status 0 when at least
 one image was processed, 1 otherwise.
 
-The model options (--weights, --config, --logs, --min-confidence, --batch-size) are shared with
-`mrcnn-kp evaluate` (add_model_arguments / load_model below).
+The model options (--weights, --config, --logs, --min-confidence, --batch-size, --sha256,
+--allow-unverified) are shared with `mrcnn-kp evaluate` and `mrcnn-kp export`
+(add_model_arguments / load_model below).
 """
 import json
 import os
@@ -23,7 +25,9 @@ HELP = "detect people and joints in image files or folders, write PNGs and json"
 PICTURE_MIN_SCORE = 0.5
 
 WEIGHTS_HELP = ("'last' (newest checkpoint under --logs), a .weights.h5 checkpoint, a legacy "
-                "Keras-2 .h5 (matterport), or 'none' (random weights, for smoke tests)")
+                "Keras-2 .h5 (matterport), named weights (torchvision-coco, matterport-coco, "
+                "...: downloaded, checked, converted and cached on first use), or 'none' "
+                "(random weights, for smoke tests)")
 
 
 class CommandError(Exception):
@@ -43,6 +47,17 @@ def add_model_arguments(parser):
                         help="override DETECTION_MIN_CONFIDENCE (score threshold)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per model call (overrides IMAGES_PER_GPU)")
+    add_named_weights_arguments(parser)
+
+
+def add_named_weights_arguments(parser):
+    """--sha256 / --allow-unverified, for named weights without a recorded hash."""
+    parser.add_argument("--sha256", default=None, metavar="HEX",
+                        help="expected sha256 of the file behind named --weights (for entries "
+                             "without a recorded hash; default: $MRCNN_KP_WEIGHTS_SHA256)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="download named --weights whose hash is not recorded without "
+                             "checking it (the computed sha256 is printed)")
 
 
 def load_config_arg(value):
@@ -86,12 +101,18 @@ def find_last_checkpoint(logs, name=None):
                        f"{os.path.abspath(logs)}; train first, or give a weights file")
 
 
-def resolve_weights(spec, logs, config=None):
-    """The weights file for --weights (None for 'none')."""
+def resolve_weights(spec, logs, config=None, sha256=None, allow_unverified=False):
+    """The weights file for --weights (None for 'none'); named weights are fetched (downloaded,
+    checked, converted and cached on first use) by mrcnn_kp.weights_presets."""
     if spec is None or spec.lower() in ("none", "random"):
         return None
     if spec == "last":
         return find_last_checkpoint(logs, config.NAME if config is not None else None)
+    from mrcnn_kp import weights_presets
+
+    if weights_presets.is_named(spec):
+        return str(weights_presets.fetch_weights(spec, sha256=sha256,
+                                                 allow_unverified=allow_unverified))
     if not os.path.isfile(spec):
         raise CommandError(f"--weights {spec}: no such file (expected {WEIGHTS_HELP})")
     if not spec.endswith((".h5", ".keras")):
@@ -122,7 +143,9 @@ def load_model(args):
     from mrcnn_kp.inference.predictor import load_predictor
 
     config = load_config_arg(args.config) if args.config else None
-    weights = resolve_weights(args.weights, args.logs, config)
+    weights = resolve_weights(args.weights, args.logs, config,
+                              sha256=getattr(args, "sha256", None),
+                              allow_unverified=getattr(args, "allow_unverified", False))
     if config is None:
         config = config_for_weights(weights) or load_config_arg("default")
     overrides = {}
@@ -149,8 +172,9 @@ def report_error(command, exc):
 def model_errors():
     """The exception types that mean bad arguments or files rather than a bug."""
     from mrcnn_kp.config import ConfigError
+    from mrcnn_kp.weights_presets import NamedWeightsError
 
-    errors = [CommandError, ConfigError, FileNotFoundError]
+    errors = [CommandError, ConfigError, FileNotFoundError, NamedWeightsError]
     try:
         from mrcnn_kp.weights import WeightsError
 

