@@ -85,6 +85,10 @@ class Config:
     # with a fast optimizer, 0.99 lags the weights: inference then normalises with stale
     # statistics (the demo scored 0 for every person while its training class loss was 0.24).
     BN_MOMENTUM = 0.99
+    # Batch-norm epsilon of the ResNet backbone; None: the layout's own (matterport 1e-3,
+    # torchvision 1e-5). torchvision runs its published COCO_V1 keypoint weights with 0
+    # (overwrite_eps), so their converted config says 0.0.
+    BACKBONE_BN_EPSILON = None
     TOP_DOWN_PYRAMID_SIZE = 256  # FPN channels
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
     MASK_HEAD_CHANNELS = 256
@@ -277,6 +281,10 @@ class Config:
                  f"{', '.join(KEYPOINT_DECODERS)}")
         if not 0.0 <= float(self.BN_MOMENTUM) < 1.0:
             fail(f"BN_MOMENTUM must be in [0, 1), got {self.BN_MOMENTUM!r}")
+        eps = self.BACKBONE_BN_EPSILON
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                                or not 0.0 <= eps < 1.0):
+            fail(f"BACKBONE_BN_EPSILON must be None or a number in [0, 1), got {eps!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail(f"unknown OPTIMIZER {self.OPTIMIZER!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.LR_SCHEDULE not in LR_SCHEDULES:

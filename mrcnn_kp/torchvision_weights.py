@@ -195,6 +195,7 @@ class TorchvisionLoadReport:
         self.ignored = ignored  # num_batches_tracked counters
         self.layers_set = layers_set
         self.layers_not_set = layers_not_set  # weighted model layers no tensor went to
+        self.config = None  # convert_torchvision: the config the weights were saved with
 
     def summary(self):
         lines = [f"torchvision weights: {len(self.loaded)} tensors loaded into "
@@ -206,6 +207,10 @@ class TorchvisionLoadReport:
         if self.layers_not_set:
             lines.append("  layers left at their initial values: "
                          + ", ".join(self.layers_not_set))
+        eps = getattr(self.config, "BACKBONE_BN_EPSILON", None)
+        if eps is not None:
+            lines.append(f"  backbone batch-norm epsilon {eps:g} (BACKBONE_BN_EPSILON), as "
+                         f"torchvision runs these weights")
         return "\n".join(lines)
 
 
@@ -259,19 +264,42 @@ def load_torchvision_weights(model, source, config):
     return TorchvisionLoadReport(sorted(used), unused, ignored, set_layers, not_set)
 
 
+# sha256 of torchvision's published COCO_V1 keypoint weights (keypointrcnn_resnet50_fpn_coco-
+# fc266e95.pth). torchvision runs that file with batch-norm epsilon 0 (keypointrcnn_resnet50_fpn
+# calls overwrite_eps(model, 0.0) for COCO_V1 only), not the 1e-5 of its layers.
+TORCHVISION_COCO_V1_SHA256 = "fc266e953d2b302cdcbb9ae66f71f6b0d4649928bf02dc573961e361e4918926"
+TORCHVISION_COCO_V1_BN_EPSILON = 0.0
+
+
+def config_for_source(config, source):
+    """config as torchvision runs the file `source`: BACKBONE_BN_EPSILON 0 for the published
+    COCO_V1 file (recognised by its sha256) unless the config sets an epsilon itself."""
+    if getattr(config, "BACKBONE_BN_EPSILON", None) is not None or \
+            not isinstance(source, (str, os.PathLike)):
+        return config
+    from mrcnn_kp.download import sha256_of
+
+    if sha256_of(source) != TORCHVISION_COCO_V1_SHA256:
+        return config
+    return config.copy(BACKBONE_BN_EPSILON=TORCHVISION_COCO_V1_BN_EPSILON)
+
+
 def convert_torchvision(source, output, config=None):
     """Build config's inference model (default TorchvisionKeypointConfig), load the torchvision
     state_dict `source` into it and save `output` (.weights.h5, config stored inside).
-    Returns the TorchvisionLoadReport."""
+    The published COCO_V1 file gets torchvision's batch-norm epsilon for it
+    (config_for_source). Returns the TorchvisionLoadReport; its `config` is the one saved."""
     from mrcnn_kp.config import TorchvisionKeypointConfig
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
     from mrcnn_kp.weights import save_weights
 
     config = config or TorchvisionKeypointConfig()
     torchvision_weight_map(config)  # layout check before the (slow) build
+    config = config_for_source(config, source)
     if isinstance(source, (str, os.PathLike)):  # a bad or unsafe file fails before the build
         source = read_torchvision_state_dict(source)
     model = build_inference_model(config)
     report = load_torchvision_weights(model, source, config)
     save_weights(model, output, config=config)
+    report.config = config
     return report

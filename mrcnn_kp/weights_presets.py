@@ -32,6 +32,7 @@ import re
 
 from mrcnn_kp.download import DownloadError, check_sha256, download, sha256_of
 from mrcnn_kp.download import cache_root  # noqa: F401  (re-exported: where the cache lives)
+from mrcnn_kp.torchvision_weights import TORCHVISION_COCO_V1_BN_EPSILON, TORCHVISION_COCO_V1_SHA256
 
 CACHE_FORMAT = 1  # bump when a conversion changes, so older caches are converted again
 URL_ENV = "MRCNN_KP_WEIGHTS_URL"
@@ -79,6 +80,13 @@ def _torchvision_config():
     return TorchvisionKeypointConfig()
 
 
+def _torchvision_coco_v1_config():
+    """As torchvision runs COCO_V1: batch-norm epsilon 0 (its overwrite_eps)."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    return TorchvisionKeypointConfig(BACKBONE_BN_EPSILON=TORCHVISION_COCO_V1_BN_EPSILON)
+
+
 def _matterport_coco_config():
     from mrcnn_kp.config import MatterportConfig
 
@@ -91,7 +99,6 @@ def _humanpose_config():
     return MatterportConfig(NUM_CLASSES=2, KEYPOINT_HEAD="humanpose")
 
 
-TORCHVISION_COCO_SHA256 = "fc266e953d2b302cdcbb9ae66f71f6b0d4649928bf02dc573961e361e4918926"
 
 WEIGHTS_PRESETS = {
     "torchvision-coco": WeightsPreset(
@@ -102,9 +109,9 @@ WEIGHTS_PRESETS = {
         filename="keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
         url="https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
         page="https://pytorch.org/vision/stable/models/keypoint_rcnn.html",
-        sha256=TORCHVISION_COCO_SHA256,
+        sha256=TORCHVISION_COCO_V1_SHA256,
         source_format="torchvision",
-        make_config=_torchvision_config),
+        make_config=_torchvision_coco_v1_config),
     "torchvision-coco-legacy": WeightsPreset(
         name="torchvision-coco-legacy",
         summary="torchvision's first COCO keypoint weights (KeypointRCNN_ResNet50_FPN_Weights."

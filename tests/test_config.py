@@ -34,6 +34,8 @@ def test_derived_values():
         ({"ROI_POSITIVE_RATIO": 1.5}, "ROI_POSITIVE_RATIO must be between 0 and 1"),
         ({"ROI_POSITIVE_RATIO": 0.0}, "ROI_POSITIVE_RATIO must be in (0, 1]"),
         ({"BACKBONE": "vgg16"}, "unknown BACKBONE 'vgg16'"),
+        ({"BACKBONE_BN_EPSILON": -1e-5}, "BACKBONE_BN_EPSILON must be None or a number"),
+        ({"BACKBONE_BN_EPSILON": "0"}, "BACKBONE_BN_EPSILON must be None or a number"),
         ({"KEYPOINT_HEAD": "hrnet"}, "unknown KEYPOINT_HEAD 'hrnet'"),
         ({"KEYPOINT_MASK_SHAPE": 55}, "KEYPOINT_MASK_SHAPE must be even"),
         ({"KEYPOINT_MASK_SHAPE": 48}, "must be 4 x KEYPOINT_POOL_SIZE"),

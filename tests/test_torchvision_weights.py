@@ -105,6 +105,28 @@ def test_old_torchvision_key_names_are_read_under_todays():
                            "backbone.fpn.layer_blocks.3.0.bias"]
 
 
+def test_the_published_coco_v1_file_gets_torchvisions_batch_norm_epsilon(tmp_path,
+                                                                          monkeypatch):
+    """torchvision runs COCO_V1 with batch-norm epsilon 0 (overwrite_eps); the converter
+    recognises the file by its sha256 (here a stand-in file's) and says so in the config,
+    unless the config sets an epsilon itself."""
+    import hashlib
+
+    from mrcnn_kp import torchvision_weights
+
+    published, other = tmp_path / "published.pth", tmp_path / "other.pth"
+    published.write_bytes(b"published weights")
+    other.write_bytes(b"fine-tuned weights")
+    monkeypatch.setattr(torchvision_weights, "TORCHVISION_COCO_V1_SHA256",
+                        hashlib.sha256(b"published weights").hexdigest())
+    config = TorchvisionKeypointConfig()
+    assert config.BACKBONE_BN_EPSILON is None
+    assert torchvision_weights.config_for_source(config, published).BACKBONE_BN_EPSILON == 0.0
+    assert torchvision_weights.config_for_source(config, other) is config
+    own = config.copy(BACKBONE_BN_EPSILON=1e-5)
+    assert torchvision_weights.config_for_source(own, published) is own
+
+
 def test_pickled_code_is_refused(tmp_path, capsys):
     torch = pytest.importorskip("torch")
 

@@ -2,14 +2,17 @@
 tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
 
     python tests/torchvision_reference.py OUT_DIR --shapes 224x320,300x224 --min-size 224 ...
+    python tests/torchvision_reference.py OUT_DIR --images PHOTOS.npz --min-size 800 ...
     python tests/torchvision_reference.py --decode IN.npz OUT.npz
     python tests/torchvision_reference.py --flops OUT.json --shapes 256x320 --min-size 256 ...
 
 The first writes OUT_DIR/model.pth (the state_dict, torch's zip format), OUT_DIR/images.npz
 (the uint8 images, image0, image1, ...) and OUT_DIR/reference.npz, each image run on its own
-(so padded to its own multiple of 32): per image the pyramid P2..P6 (HWC) and the anchors, and
-the RPN proposals and final detections (boxes, scores, labels, keypoints, keypoint scores),
-padded, with per-image counts, plus the keypoint logits of all detections. The
+(so padded to its own multiple of 32): per image the pyramid P2..P6 (HWC; not with
+--no-pyramid), the anchors, its resized size, and the RPN proposals (resized pixels) and final
+detections (boxes, scores, labels, keypoints, keypoint scores; original pixels), padded, with
+per-image counts, plus the keypoint logits of all detections. --images runs the given uint8
+photos instead of generated images, each resized as torchvision resizes it. The
 second applies torchvision's heatmaps_to_keypoints to IN.npz's `logits` [N, S, S, K] and
 `boxes` [N, 4] and writes `keypoints` [N, K, 3] and `scores` [N, K]. The third runs the first
 image once under torch.utils.flop_counter.FlopCounterMode and writes its FLOPs per part of the
@@ -143,6 +146,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spread", type=float, default=1.0,
                     help="scale of the re-drawn RPN and class-score weights (see randomize)")
+    ap.add_argument("--bn-eps", type=float, default=None,
+                    help="batch-norm epsilon of every batch-norm layer (torchvision runs its "
+                         "published COCO_V1 weights with 0: overwrite_eps)")
+    ap.add_argument("--no-pyramid", action="store_true",
+                    help="leave the pyramid maps P2..P6 out of reference.npz")
     ap.add_argument("--images", metavar="NPZ",
                     help="uint8 RGB images image0, image1, ... to run (resized as torchvision "
                          "resizes them) instead of the generated --shapes")
@@ -154,6 +162,10 @@ def main():
         rpn_pre_nms_top_n_test=args.pre_nms, rpn_post_nms_top_n_test=args.post_nms,
         box_detections_per_img=args.detections, box_score_thresh=args.score_thresh)
     randomize(model, args.seed, args.spread)
+    if args.bn_eps is not None:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
+                module.eps = args.bn_eps
     model.eval()
     if args.flops:
         h, w = (int(v) for v in args.shapes.split(",")[0].split("x"))
@@ -186,7 +198,8 @@ def main():
             found, _ = model.roi_heads(features, image_proposals, batch.image_sizes)
             found = model.transform.postprocess(found, batch.image_sizes, [image.shape[:2]])
         for level, key in zip(range(2, 7), ("0", "1", "2", "3", "pool")):
-            out[f"P{level}_{i}"] = features[key].permute(0, 2, 3, 1).numpy()[0]
+            if not args.no_pyramid:
+                out[f"P{level}_{i}"] = features[key].permute(0, 2, 3, 1).numpy()[0]
         out[f"batch_shape_{i}"] = np.array(batch.tensors.shape)
         out[f"image_size_{i}"] = np.array(batch.image_sizes[0])
         out[f"anchors_{i}"] = model.rpn.anchor_generator(batch, list(features.values()))[0] \

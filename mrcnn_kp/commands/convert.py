@@ -179,5 +179,6 @@ def _from_torchvision(args, config):
         os.remove(args.output)
         raise CommandError(f"--strict: {len(report.unused)} tensors not used, "
                            f"{len(report.layers_not_set)} layers not set; nothing written")
-    print(f"wrote {args.output} ({config.NAME}, torchvision layout, {config.BACKBONE})")
+    print(f"wrote {args.output} ({report.config.NAME}, torchvision layout, "
+          f"{report.config.BACKBONE})")
     return 0

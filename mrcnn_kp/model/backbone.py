@@ -313,6 +313,14 @@ def _resnet_conv(filters, kernel, name, strides=1, padding="valid", use_bias=Tru
                          kernel_initializer=glorot_uniform(), name=name)
 
 
+def resnet_bn_epsilon(config):
+    """The ResNet's batch-norm epsilon: config.BACKBONE_BN_EPSILON, else the layout's."""
+    eps = getattr(config, "BACKBONE_BN_EPSILON", None)
+    if eps is not None:
+        return float(eps)
+    return TORCHVISION_BN_EPSILON if _is_torchvision(config) else RESNET_BN_EPSILON
+
+
 def _is_torchvision(config):
     return getattr(config, "LAYOUT", "matterport") == "torchvision"
 
@@ -324,7 +332,7 @@ def _resnet_block(x, config, stage, block, filters, strides, with_shortcut_conv,
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
     torchvision = _is_torchvision(config)
-    eps = TORCHVISION_BN_EPSILON if torchvision else RESNET_BN_EPSILON
+    eps = resnet_bn_epsilon(config)
     bias = not torchvision
     stride_2a, stride_2b = (1, strides) if torchvision else (strides, 1)
     shortcut = x
@@ -356,7 +364,7 @@ def build_resnet(image_tensor, config, depth, valid=None):
     if depth not in (50, 101):
         raise ValueError(f"ResNet depth must be 50 or 101, got {depth}")
     torchvision = _is_torchvision(config)
-    eps = TORCHVISION_BN_EPSILON if torchvision else RESNET_BN_EPSILON
+    eps = resnet_bn_epsilon(config)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(image_tensor)  # [B, S+6, S+6, 3]
     x = _resnet_conv(64, 7, "conv1", strides=2, use_bias=not torchvision)(x)  # [B, S/2, S/2, 64]
     x = batch_norm(config, "bn_conv1", epsilon=eps)(x)

@@ -305,6 +305,8 @@ def test_torchvision_layout_resnet_is_v1_5_without_biases():
     assert model.get_layer("res3a_branch1").strides == (2, 2)
     assert model.get_layer("pool1_pad").padding == ((1, 1), (1, 1))
     assert model.get_layer("bn_conv1").epsilon == 1e-5
+    assert bb.resnet_bn_epsilon(config.copy(BACKBONE_BN_EPSILON=0.0)) == 0.0  # COCO_V1's
+    assert bb.resnet_bn_epsilon(types.SimpleNamespace(LAYOUT="matterport")) == 1e-3
     expected = matterport_resnet50_weights()
     assert set(shapes) == set(expected)
     assert all(shapes[name] == expected[name][:1] for name in shapes if name.startswith("res"))
