@@ -293,10 +293,11 @@ def build_trunk(image, config, image_meta=None):
     """image [B, S, S, 3] raw -> {"pyramid": [P2..P6], "rpn_class_logits", "rpn_probs",
     "rpn_bbox", "proposal_inputs", "head_inputs"}: the part both graphs share.
 
-    With LAYOUT "torchvision" and an image_meta, the maps are zeroed beyond each image's
-    torchvision-padded size (backbone.TorchvisionValidRegion), the proposals get the
-    image_meta (clipping to the image, anchors of that size only), and so do the heads'
-    ROIAlign (each image's maps end at that size: head_inputs)."""
+    With LAYOUT "torchvision" the proposals are ranked by the RPN's logits, and with an
+    image_meta the maps are zeroed beyond each image's torchvision-padded size
+    (backbone.TorchvisionValidRegion), the proposals get the image_meta (clipping to the
+    image, anchors of that size only), and so do the heads' ROIAlign (each image's maps end
+    at that size: head_inputs)."""
     normalized = NormalizeImage(
         config.MEAN_PIXEL, config.PIXEL_STD,
         float64=getattr(config, "IMAGE_NORMALIZATION", "float32") == "matterport",
@@ -306,10 +307,13 @@ def build_trunk(image, config, image_meta=None):
     pyramid = build_fpn(build_backbone(normalized, config, valid), config, valid)
     rpn_class_logits, rpn_probs, rpn_bbox = build_rpn(pyramid, config)
     torchvision = getattr(config, "LAYOUT", "matterport") == "torchvision"
-    proposal_inputs = {"image_meta": image_meta} if torchvision and image_meta is not None \
-        else {}
+    proposal_inputs = {}
+    if torchvision:  # ranked by the objectness logit, as torchvision ranks them
+        proposal_inputs["rpn_class_logits"] = rpn_class_logits
+        if image_meta is not None:
+            proposal_inputs["image_meta"] = image_meta
     # the heads sample each image's maps up to its own border, as torchvision's ROIAlign does
-    head_inputs = {"image_meta": image_meta} if proposal_inputs else {}
+    head_inputs = {"image_meta": image_meta} if torchvision and image_meta is not None else {}
     return {"pyramid": pyramid, "rpn_class_logits": rpn_class_logits, "rpn_probs": rpn_probs,
             "rpn_bbox": rpn_bbox, "proposal_inputs": proposal_inputs, "head_inputs": head_inputs}
 

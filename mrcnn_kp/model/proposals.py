@@ -81,10 +81,10 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(f"proposal_count {self.proposal_count} exceeds the "
                              f"{self.pre_nms_limit} boxes kept before NMS")
 
-    def call(self, rpn_probs, rpn_bbox, image_meta=None):
+    def call(self, rpn_probs, rpn_bbox, image_meta=None, rpn_class_logits=None):
         if self.per_level:  # image_meta: clip to each image, its anchors only (torchvision)
             return per_level_proposals(self.config, self.anchors, rpn_probs, rpn_bbox,
-                                       self.proposal_count, image_meta)
+                                       self.proposal_count, image_meta, rpn_class_logits)
         if self.matterport:
             return self._matterport_call(rpn_probs, rpn_bbox)
         config = self.config
@@ -122,7 +122,7 @@ class ProposalLayer(keras.layers.Layer):
         roi_scores = ops.where(valid, ops.take_along_axis(scores, safe, axis=1), 0.0)
         return ops.stop_gradient(rois), ops.stop_gradient(roi_scores), valid
 
-    def compute_output_spec(self, rpn_probs, rpn_bbox, image_meta=None):
+    def compute_output_spec(self, rpn_probs, rpn_bbox, image_meta=None, rpn_class_logits=None):
         batch, n = rpn_probs.shape[0], self.proposal_count
         return (keras.KerasTensor((batch, n, 4), "float32"),
                 keras.KerasTensor((batch, n), "float32"),
@@ -160,9 +160,13 @@ def torchvision_image_anchors(config, anchors, padded):
     return moved, inside
 
 
-def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, image_meta=None):
+def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, image_meta=None,
+                        rpn_class_logits=None):
     """torchvision's RPN filter_proposals (config.LAYOUT "torchvision"), batched and static.
 
+    Anchors are ranked by their objectness logit when rpn_class_logits [B, A, 2] is given
+    (torchvision's top-k and NMS order): the probability sigmoid(l) is exactly 1.0 in float32
+    for every l above ~17, so confident anchors would otherwise tie and be ranked by index.
     Per pyramid level the min(PRE_NMS_LIMIT, level size) best anchors; their deltas times
     RPN_BBOX_STD_DEV applied, boxes clipped to the image, sides below PER_LEVEL_MIN_SIZE
     dropped; NMS at RPN_NMS_THRESHOLD within each level (levels moved apart by an offset, the
@@ -172,6 +176,8 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
     -> rois [B, N, 4], scores [B, N], valid [B, N], as ProposalLayer.
     """
     scores = rpn_probs[:, :, 1]  # [B, A] foreground probability
+    rank = scores if rpn_class_logits is None else \
+        rpn_class_logits[:, :, 1] - rpn_class_logits[:, :, 0]  # [B, A] logit: same order
     window = image_window(config)  # [4] (x1, y1, x2, y2)
     image_anchors = None
     if image_meta is not None:
@@ -181,18 +187,19 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
         window = ops.stack([yx[:, 1], yx[:, 0], yx[:, 3], yx[:, 2]], axis=-1)[:, None, :]
         padded = ops.ceil(window[:, 0, 2:4] / 32.0) * 32.0  # [B, 2] (x, y) torchvision's size
         image_anchors, inside = torchvision_image_anchors(config, anchors, padded)
-        scores = ops.where(inside, scores, float("-inf"))  # cells torchvision's maps lack
-    picked_scores, picked_rows, level_ids = [], [], []
+        rank = ops.where(inside, rank, float("-inf"))  # cells torchvision's maps lack
+    picked_ranks, picked_rows, level_ids = [], [], []
     start = 0
     for level, count in enumerate(anchor_ops.level_anchor_counts(config)):
         k = min(int(config.PRE_NMS_LIMIT), count)
-        level_scores, rows = ops.top_k(scores[:, start:start + count], k, sorted=True)
-        picked_scores.append(level_scores)
+        level_ranks, rows = ops.top_k(rank[:, start:start + count], k, sorted=True)
+        picked_ranks.append(level_ranks)
         picked_rows.append(rows + start)
         level_ids += [level] * k
         start += count
-    scores = ops.concatenate(picked_scores, axis=1)  # [B, K]
+    rank = ops.concatenate(picked_ranks, axis=1)  # [B, K]
     order = ops.concatenate(picked_rows, axis=1)  # [B, K]
+    scores = ops.take_along_axis(scores, order, axis=1)  # [B, K] their probabilities
     deltas = gather_rows(rpn_bbox, order)  # [B, K, 4]
     if image_anchors is None:
         picked_anchors = ops.take(ops.convert_to_tensor(anchors), order, axis=0)  # [B, K, 4]
@@ -202,7 +209,7 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
     boxes = box_ops.clip_boxes(boxes, window)  # [B, K, 4]
     big = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= PER_LEVEL_MIN_SIZE,
                           boxes[..., 3] - boxes[..., 1] >= PER_LEVEL_MIN_SIZE)
-    ranked = ops.where(big, scores, float("-inf"))
+    ranked = ops.where(big, rank, float("-inf"))
     offset = float(max(config.IMAGE_SHAPE[:2])) + 1.0  # clipped boxes never reach it
     shift = ops.convert_to_tensor([float(v) * offset for v in level_ids], "float32")  # [K]
     keep, _ = box_ops.nms_batched(boxes + shift[None, :, None], ranked,

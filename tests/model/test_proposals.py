@@ -135,6 +135,34 @@ def test_torchvision_layout_keeps_the_best_per_level_and_runs_nms_within_levels(
     assert valid[0].sum() == 8 and np.all(np.diff(scores[0]) <= 0)
 
 
+def test_torchvision_layout_ranks_saturated_anchors_by_their_logit():
+    """Objectness logits 20 and 25 both give probability 1.0 in float32: ranked by the
+    probability the lower row would win the tie and suppress its neighbour; torchvision ranks
+    by the logit, and so does the layer given rpn_class_logits."""
+    from mrcnn_kp.config import TorchvisionKeypointConfig
+
+    config = TorchvisionKeypointConfig(IMAGE_MAX_DIM=128, IMAGE_MIN_DIM=128,
+                                       IMAGE_RESIZE_MAX_SIDE=128, PRE_NMS_LIMIT=3,
+                                       POST_NMS_ROIS_INFERENCE=8, DETECTION_MAX_INSTANCES=8)
+    anchors = generate_pyramid_anchors(config)
+    logit = np.full((1, config.NUM_ANCHORS), -2.0, np.float32)
+    first = anchor_row(config, 2, 8, 8, 1)  # 32 x 32 at (32, 32)
+    neighbour = anchor_row(config, 2, 8, 9, 1)  # 4 px to the right: IoU 0.78
+    logit[0, [first, neighbour]] = [20.0, 25.0]
+    logits = np.stack([np.zeros_like(logit), logit], -1)  # the layout's (0, l)
+    fg = 1.0 / (1.0 + np.exp(-logit))
+    assert fg[0, first] == fg[0, neighbour] == 1.0
+    probs = np.stack([1 - fg, fg], -1).astype(np.float32)
+    deltas = np.zeros((1, config.NUM_ANCHORS, 4), np.float32)
+    layer = ProposalLayer(config, 8)
+    by_logit = np.asarray(ops.convert_to_numpy(
+        layer(probs, deltas, rpn_class_logits=logits)[0]))
+    by_probability = np.asarray(ops.convert_to_numpy(layer(probs, deltas)[0]))
+    np.testing.assert_allclose(by_logit[0, 0], anchors[neighbour], atol=1e-4)
+    np.testing.assert_allclose(by_probability[0, 0], anchors[first], atol=1e-4)
+    assert not np.any(np.all(np.isclose(by_logit[0], anchors[first], atol=1e-4), axis=-1))
+
+
 def test_torchvision_layout_uses_the_image_window_and_its_padded_anchor_grid():
     """With image_meta: boxes clip to the image's window, and anchors whose cell lies beyond
     the image's size padded to 32 (no such cell in torchvision's maps) never compete."""
