@@ -59,6 +59,10 @@ def add_arguments(parser):
     train.add_argument("--minutes", type=float,
                        help="time budget: stop (with a checkpoint) when it is spent")
     train.add_argument("--workers", type=int, default=1, help="data loading threads")
+    train.add_argument("--seed", type=int,
+                       help="seed everything (weights, ROI sampling, data order, augmentation) "
+                            "and use deterministic TensorFlow ops: the same seed gives the same "
+                            "weights (config SEED; default: the config's, None = unseeded)")
 
 
 def parse_overrides(items):
@@ -89,8 +93,9 @@ def build_config(args):
     overrides = parse_overrides(getattr(args, "overrides", ()))
     for option, name in (("backbone", "BACKBONE"), ("name", "NAME"),
                          ("steps_per_epoch", "STEPS_PER_EPOCH"),
-                         ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT")):
-        value = getattr(args, option)
+                         ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT"),
+                         ("seed", "SEED")):
+        value = getattr(args, option, None)
         if value is not None:
             overrides[name] = value
     if getattr(args, "pretrained", None) == "imagenet":

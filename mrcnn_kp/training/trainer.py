@@ -18,7 +18,7 @@ import sys
 import keras
 
 from mrcnn_kp.config import LOSS_NAMES
-from mrcnn_kp.training import checkpoints, distribute
+from mrcnn_kp.training import checkpoints, determinism, distribute
 from mrcnn_kp.training.callbacks import (Checkpointer, GracefulInterrupt, LearningRateLogger,
                                          NonFiniteMonitor, ScalarLogger, TimeBudget,
                                          TrainingInterrupted)
@@ -131,6 +131,8 @@ class Trainer:
             meta, arrays = checkpoints.load_state(state_file)
             self.optimizer_state = arrays
             self.epoch = int(meta.get("epoch", self.epoch))
+            if meta.get("seed_generators") is not None:
+                determinism.restore_seed_generator_states(self.model, meta["seed_generators"])
             log.info("resuming after epoch %d, optimizer iteration %s, from %s", self.epoch,
                      meta.get("iterations"), path)
         elif self.epoch:
