@@ -10,6 +10,7 @@ run skips the stages it has finished and continues the current one at the epoch 
 iteration where it stopped.
 """
 import argparse
+import sys
 import time
 
 HELP = "train on a COCO-format keypoint dataset in stages (heads -> 4+ -> all)"
@@ -152,6 +153,7 @@ def stage_plan(args, learning_rate):
 def run(args):
     from mrcnn_kp.maskrcnn import MaskRCNN
     from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
+    from mrcnn_kp.training.checkpoints import CheckpointWriteError
 
     started = time.monotonic()
     config = build_config(args)
@@ -183,6 +185,15 @@ def run(args):
         print(f"interrupted: checkpoint {stop.checkpoint}\n"
               f"continue with the same command plus --resume last")
         return INTERRUPTED_STATUS + int(stop.signum or 2)
+    except CheckpointWriteError as error:
+        try:
+            last = model.find_last()
+        except FileNotFoundError:
+            last = "none yet"
+        print(f"mrcnn-kp train: error: {error.strerror}; training stopped, the last complete "
+              f"checkpoint is {last} (make room or make {args.model_dir} writable, then run "
+              f"the same command plus --resume last)", file=sys.stderr)
+        return 1
     print(f"trained {model.epoch} epochs; run directory {model.log_dir}; last checkpoint "
           f"{model._trainer.last_checkpoint}")
     return 0

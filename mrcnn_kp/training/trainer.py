@@ -165,9 +165,7 @@ class Trainer:
             log.info("time budget spent: stage layers=%r not started", layers)
             return None
         self.layers = layers
-        os.makedirs(self.log_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(self.log_dir, checkpoints.CONFIG_FILE)):
-            checkpoints.write_config(self.log_dir, config)
+        checkpoints.write_run_config(self.log_dir, config)
 
         steps = int(config.STEPS_PER_EPOCH)
         with distribute.scope(self.strategy):
@@ -203,11 +201,16 @@ class Trainer:
         start_epoch = self.epoch
         if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
             verbose = 1 if sys.stdout.isatty() else 2
-        with distribute.scope(self.strategy):
-            self.history = self.model.fit(train_steps, validation_data=val_steps,
-                                          initial_epoch=start_epoch, epochs=epochs,
-                                          callbacks=callbacks, verbose=verbose,
-                                          shuffle=False)  # order is the data's business
+        try:
+            with distribute.scope(self.strategy):
+                self.history = self.model.fit(train_steps, validation_data=val_steps,
+                                              initial_epoch=start_epoch, epochs=epochs,
+                                              callbacks=callbacks, verbose=verbose,
+                                              shuffle=False)  # order is the data's business
+        finally:
+            interrupt.on_train_end()  # signal handlers back even when fit raised
+            if checkpointer.last_path is not None:
+                self.last_checkpoint = checkpointer.last_path
         self.optimizer_state = checkpoints.optimizer_state(self.model.optimizer, self.model)
         if checkpointer.completed_epochs is not None:
             self.epoch = checkpointer.completed_epochs
