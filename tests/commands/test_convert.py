@@ -1,35 +1,12 @@
 """`mrcnn-kp convert` (mrcnn_kp/commands/convert.py) on weight files that carry code: refused
-with a one-line error, nothing written, and the code never runs (a marker file stays absent)."""
-import os
-import subprocess
+with a one-line error, nothing written, and the code never runs (a marker file stays absent).
+The real command in a subprocess on such a file: tests/test_cli.py."""
 import sys
 
 import pytest
 
 from malicious_files import legacy_pth, zip_pth
 from mrcnn_kp import cli
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_cli(*argv):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "mrcnn_kp.cli", *argv], capture_output=True,
-                          text=True, env=env, timeout=300)
-
-
-def test_convert_refuses_a_malicious_legacy_pth_file(tmp_path):
-    """The real command in a subprocess (torch.load(weights_only=True) when torch is installed,
-    else our reader): exit status 1, one error line, no traceback, no output file."""
-    marker = tmp_path / "MARKER"
-    path = legacy_pth(tmp_path / "legacy.pth", marker, "magic")
-    out = tmp_path / "kp.weights.h5"
-    done = run_cli("convert", "--from", "torchvision", str(path), str(out))
-    errors = [line for line in done.stderr.splitlines() if "mrcnn-kp convert: error" in line]
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert len(errors) == 1 and f"{path}: refusing to load" in errors[0], done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert not marker.exists() and not out.exists()
 
 
 @pytest.mark.parametrize("torch_installed", [True, False], ids=["torch", "no-torch"])

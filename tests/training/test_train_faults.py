@@ -6,6 +6,7 @@ Each run is a subprocess (tests/training/fault_driver.py injects the kill). The 
 tiny config at 64 px, one image per step, 2 steps per epoch, 3 epochs, no validation.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,9 @@ from mrcnn_kp.training import checkpoints
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DRIVER = os.path.join(HERE, "fault_driver.py")
+# TensorFlow's C++ start-up lines (as in tests/test_cli.py)
+TF_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
+                     r"cpu_feature_guard|XLA service|StreamExecutor")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,9 @@ def command(synthetic_coco, model_dir, seed=5):
 
 
 def driver(fault, argv, wait=True):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # as a user runs it: no TF_CPP_MIN_LOG_LEVEL of the test suite's (the command sets its own)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     process = subprocess.Popen([sys.executable, DRIVER, *fault, *argv], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if not wait:
@@ -97,6 +103,9 @@ def test_killed_inside_an_epoch_and_while_writing_resume_to_the_uninterrupted_we
     assert status == 0 and "after epoch 1" in out and "trained 3 epochs" in out, out[-3000:]
     out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0 and "trained 3 epochs" in out, out[-3000:]
+    # quiet by default: our log lines, none of TensorFlow's C++ start-up lines
+    assert "INFO mrcnn_kp.training: seed 5, deterministic TensorFlow ops" in out
+    assert not [line for line in out.splitlines() if TF_LINE.search(line)], out[:3000]
 
     straight_dir, _ = run_files(tmp_path / "straight")
     for epoch in (1, 2, 3):  # epoch 1 from run (a), 2 and 3 from the last run
