@@ -34,8 +34,9 @@ class StepsPerEpoch(keras.utils.PyDataset):
 
     Batch i of epoch e is batch (e * steps + i) mod len(source) of the source's epoch
     (e * steps + i) // len(source): a pure function of (epoch, i), so a resumed run sees the
-    batches an uninterrupted run would have seen. A source with `set_epoch` (DataGenerator)
-    is switched to the right epoch of its own shuffling.
+    batches an uninterrupted run would have seen. A DataGenerator is asked for that batch of
+    that epoch of its own shuffling (get_batch: nothing shared, so worker threads cannot mix
+    epochs); another source with `set_epoch` is switched to it first.
 
     The epoch is set by `epoch_callback()` at each epoch's start, not by on_epoch_end: Keras
     also calls on_epoch_end after peeking at the first batch, which would skew the count.
@@ -57,6 +58,8 @@ class StepsPerEpoch(keras.utils.PyDataset):
     def __getitem__(self, index):
         position = self.epoch * self.steps + int(index)
         source_epoch, source_index = divmod(position, len(self.source))
+        if hasattr(self.source, "get_batch"):  # DataGenerator: no shared state between threads
+            return self.source.get_batch(source_index, source_epoch)
         if hasattr(self.source, "set_epoch") and getattr(self.source, "epoch", None) != \
                 source_epoch:
             self.source.set_epoch(source_epoch)
