@@ -69,7 +69,8 @@ def lambda_keras(path, marker, layer_name="fpn_c5p5"):
     # a lambda (Keras stores its bytecode) with the marker path as a constant in its code
     touch = eval(f"lambda x: (open({marker!r}, 'w').close(), x)[1]")
     inputs = keras.Input((4,))
-    outputs = keras.layers.Lambda(touch, name="evil")(keras.layers.Dense(3, name=layer_name)(inputs))
+    dense = keras.layers.Dense(3, name=layer_name)(inputs)
+    outputs = keras.layers.Lambda(touch, name="evil")(dense)
     keras.Model(inputs, outputs).save(os.fspath(path))
     if os.path.exists(marker):  # building the model called the Lambda once
         os.remove(marker)

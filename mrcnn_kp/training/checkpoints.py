@@ -25,11 +25,6 @@ from mrcnn_kp.utils import atomic_path, get_logger
 
 log = get_logger("mrcnn_kp.training")
 
-
-class CheckpointWriteError(OSError):
-    """A checkpoint (or the run's config.json) could not be written: disk full, read-only or
-    missing directory. Whatever was written before is intact (every write is atomic)."""
-
 WEIGHTS_SUFFIX = ".weights.h5"
 STATE_SUFFIX = ".state.npz"
 CONFIG_FILE = "config.json"
@@ -96,6 +91,11 @@ def find_last(model_dir, name):
             return os.path.join(run_dir, checkpoints[-1])
     raise FileNotFoundError(f"no checkpoint (mask_rcnn_*.weights.h5) in any run directory of "
                             f"{name!r} in {os.path.abspath(model_dir)}")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or the run's config.json) could not be written: disk full, read-only or
+    missing directory. Whatever was written before is intact (every write is atomic)."""
 
 
 # ---------------------------------------------------------------------------- optimizer state
