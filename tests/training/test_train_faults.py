@@ -73,8 +73,11 @@ def run_files(model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.tf_only  # bitwise reproducibility is claimed for TensorFlow (docs/RELIABILITY.md)
 def test_killed_inside_an_epoch_and_while_writing_resume_to_the_uninterrupted_weights(
-        tmp_path, synthetic_coco):
+        tmp_path, synthetic_coco, keras_backend):
+    if keras_backend != "tensorflow":
+        pytest.skip("bitwise reproducibility is claimed for TensorFlow only")
     reference = driver(["none"], command(synthetic_coco, tmp_path / "straight"), wait=False)
     faulted = command(synthetic_coco, tmp_path / "faulted")
 
