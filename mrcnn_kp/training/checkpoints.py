@@ -98,6 +98,28 @@ class CheckpointWriteError(OSError):
     missing directory. Whatever was written before is intact (every write is atomic)."""
 
 
+def remove_unfinished_writes(run_dir):
+    """Delete the temporary files a killed write left in a run directory (atomic_path's
+    `.tmp-*-mask_rcnn_*`); returns their names. Called when a run resumes: nothing else
+    writes into that directory then."""
+    removed = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        if name.startswith(".tmp-") and "mask_rcnn_" in name:
+            try:
+                os.remove(os.path.join(run_dir, name))
+                removed.append(name)
+            except OSError:
+                pass
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) a killed run left in %s: %s",
+                 len(removed), run_dir, ", ".join(removed))
+    return removed
+
+
 # ---------------------------------------------------------------------------- optimizer state
 # Per-weight slots (SGD momenta, Adam moments) are keyed by the index of their weight in
 # model.weights ("momentum/17"), which is the same in every build of the same config, unlike

@@ -128,6 +128,8 @@ class Trainer:
         report = checkpoints.load_model_weights(self.model, path, by_name=by_name,
                                                 exclude=exclude)
         self.set_log_dir(path)
+        if checkpoints.parse_checkpoint_path(path) is not None:  # resuming this run directory
+            checkpoints.remove_unfinished_writes(self.log_dir)
         self.optimizer_state = None
         state_file = checkpoints.state_path(path)
         if os.path.exists(state_file):

@@ -104,6 +104,8 @@ def test_killed_inside_an_epoch_and_while_writing_resume_to_the_uninterrupted_we
     # resumed again: runs epochs 2 and 3 to the end
     status, out = driver(["none"], faulted + ["--resume", "last"])
     assert status == 0 and "after epoch 1" in out and "trained 3 epochs" in out, out[-3000:]
+    assert "removed 1 unfinished checkpoint file(s)" in out
+    assert not [f for f in run_files(tmp_path / "faulted")[1] if f.startswith(".tmp-")]
     out, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0 and "trained 3 epochs" in out, out[-3000:]
     # quiet by default: our log lines, none of TensorFlow's C++ start-up lines
