@@ -3,10 +3,19 @@
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
 It imports TensorFlow/Keras inside `run`, so `mrcnn-kp --help` stays instant. A subcommand
 whose module does not exist yet answers that it is not built and exits with status 2.
+
+TensorFlow's C++ start-up lines (oneDNN, absl, XLA, cpu_feature_guard) are off for every
+command: TF_CPP_MIN_LOG_LEVEL=2 is set before TensorFlow is imported, unless the user set
+TF_CPP_MIN_LOG_LEVEL or passed --verbose. Our own warnings (the mrcnn_kp loggers) and
+TensorFlow's errors still show.
 """
 import argparse
 import importlib
+import os
 import sys
+
+# TF_CPP_MIN_LOG_LEVEL: 0 everything, 1 no INFO, 2 no INFO or WARNING, 3 errors hidden too
+QUIET_TF_LOG_LEVEL = "2"
 
 # name -> one-line help; the order is the order `--help` lists them.
 SUBCOMMANDS = {
@@ -38,11 +47,15 @@ def build_parser():
     from mrcnn_kp import __version__
 
     parser.add_argument("--version", action="version", version=f"mrcnn-kp {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up and C++ log lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         module = _load_command(name)
         p = sub.add_parser(name, help=help_text if module else f"{help_text} (not built yet)",
                            description=help_text)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show TensorFlow's own start-up and C++ log lines")
         if module is not None:
             module.add_arguments(p)
         else:
@@ -50,7 +63,18 @@ def build_parser():
     return parser
 
 
+def quiet_tensorflow(argv, environ=os.environ):
+    """Hide TensorFlow's C++ INFO/WARNING lines unless --verbose or the user's own
+    TF_CPP_MIN_LOG_LEVEL says otherwise; must run before TensorFlow is imported. Returns the
+    level in force (None: TensorFlow's default)."""
+    if "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in environ:
+        environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
+    return environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_tensorflow(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -175,6 +175,11 @@ class Config:
     LR_STEP_FACTOR = 0.1
     GRADIENT_CLIP_NORM = 5.0
     MIXED_PRECISION = False
+    # None: weights start from fresh random values each run. An integer seeds everything
+    # (weight init, ROI sampling, data order and augmentation) and turns on TensorFlow's op
+    # determinism: the same seed gives bitwise the same weights on the same machine
+    # (mrcnn_kp.training.determinism; docs/RELIABILITY.md says what else that needs).
+    SEED = None
     LOSS_WEIGHTS = {
         "rpn_class_loss": 1.0,
         "rpn_bbox_loss": 1.0,
@@ -287,6 +292,9 @@ class Config:
             fail(f"BACKBONE_BN_EPSILON must be None or a number in [0, 1), got {eps!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail(f"unknown OPTIMIZER {self.OPTIMIZER!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.SEED is not None and (isinstance(self.SEED, bool) or not isinstance(
+                self.SEED, (int, np.integer)) or not 0 <= self.SEED < 2 ** 32):
+            fail(f"SEED must be None or an integer in [0, 2**32), got {self.SEED!r}")
         if self.LR_SCHEDULE not in LR_SCHEDULES:
             fail(f"unknown LR_SCHEDULE {self.LR_SCHEDULE!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.IMAGE_MAX_DIM % 64:

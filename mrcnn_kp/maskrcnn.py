@@ -25,6 +25,7 @@ import os
 import keras
 
 from mrcnn_kp.training import checkpoints, distribute
+from mrcnn_kp.training.determinism import seed_everything
 from mrcnn_kp.training.optimizer import apply_mixed_precision
 from mrcnn_kp.training.trainer import Trainer
 from mrcnn_kp.utils import get_logger
@@ -52,6 +53,8 @@ class MaskRCNN:
         self.config = config
         self.model_dir = os.fspath(model_dir)
         apply_mixed_precision(config)
+        if config.SEED is not None:  # before the build: the initializers draw from it
+            seed_everything(config.SEED)
         self.strategy = distribute.make_strategy(config) if strategy == "auto" else strategy
         from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_training_model
 
@@ -169,7 +172,8 @@ class MaskRCNN:
             return dataset
         from mrcnn_kp.data.pipeline import DataGenerator
 
-        return DataGenerator(dataset, self.config, shuffle=shuffle, augment=augment,
+        seed = self.config.SEED if self.config.SEED is not None else 0
+        return DataGenerator(dataset, self.config, shuffle=shuffle, augment=augment, seed=seed,
                              workers=workers)
 
     # ------------------------------------------------------------------ inference

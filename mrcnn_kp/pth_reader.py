@@ -9,7 +9,9 @@ rebuild functions, the typed storages) and refuses everything else, exactly like
 
 - the zip format (torch >= 1.6): `archive/data.pkl` + `archive/data/<key>` raw storages;
 - the legacy format (torch < 1.6): five pickles in a row, then the storages, each prefixed with
-  its element count.
+  its element count. The three header pickles (magic number, protocol, sys_info) are read by
+  an unpickler that allows no global name at all, the state_dict and key list by the
+  restricted one: no byte of the file reaches a plain `pickle.load`.
 
     state = read_state_dict("efficientnet-lite0-57934424.pth")   # {name: np.ndarray}
 """
@@ -87,6 +89,19 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_ignored
     return data
 
 
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """For the legacy format's header pickles (magic number, protocol, sys_info): plain ints,
+    strings and dicts, so no global name and no persistent id is allowed at all."""
+
+    def find_class(self, module, name):
+        raise UnsafePickleError(
+            f"refusing to load {module}.{name}: the header of a torch file holds only numbers "
+            f"and strings, and loading other objects could run code from the file")
+
+    def persistent_load(self, saved_id):
+        raise UnsafePickleError(f"unexpected persistent id {saved_id!r:.80} in a torch file header")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, storages, legacy):
         super().__init__(file)
@@ -143,11 +158,13 @@ def _read_zip(path):
 def _read_legacy(path):
     storages = {}
     with open(path, "rb") as f:
-        magic = pickle.load(f)  # plain ints and a dict of ints/strings: no classes involved
-        if magic != LEGACY_MAGIC:
+        # Every pickle, the header's too, goes through a restricted unpickler: a plain
+        # pickle.load of the magic number would run whatever the first pickle names.
+        magic = _NoGlobalsUnpickler(f).load()
+        if type(magic) is not int or magic != LEGACY_MAGIC:
             raise pickle.UnpicklingError(f"{path} is not a PyTorch file (bad magic number)")
-        _protocol = pickle.load(f)
-        sys_info = _RestrictedUnpickler(f, storages, legacy=True).load()
+        _protocol = _NoGlobalsUnpickler(f).load()
+        sys_info = _NoGlobalsUnpickler(f).load()
         if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
             raise pickle.UnpicklingError(f"{path}: big-endian torch files are not supported")
         obj = _RestrictedUnpickler(f, storages, legacy=True).load()

@@ -173,7 +173,18 @@ def read_torchvision_state_dict(path):
     except ImportError:
         torch = None
     if torch is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            # torch's message is a page long and suggests weights_only=False; keep its reason
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                          lines[-1] if lines else "not a state_dict")
+            raise pickle.UnpicklingError(
+                f"refusing to load it: {reason} (a state_dict holds only tensors, and loading "
+                f"other objects could run code from the file)") from None
         for wrapper in ("state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
                 state = state[wrapper]

@@ -298,6 +298,52 @@ def _read_name_list(attrs, name):
         if len(values) else []
 
 
+# class_name values of a .keras config.json that carry Python code (Keras' safe_mode refuses them)
+_CODE_CLASSES = ("Lambda", "__lambda__", "function", "__function__", "__python_function__")
+
+
+def _code_in_config(node, where="model"):
+    """(where, class_name) of the first object in a .keras config that holds Python code."""
+    if isinstance(node, dict):
+        name = node.get("class_name")
+        if name in _CODE_CLASSES:
+            inner = node.get("config") if isinstance(node.get("config"), dict) else {}
+            return f"{where}/{inner.get('name', name)}", name
+        label = (node.get("config") or {}).get("name") if isinstance(node.get("config"), dict) \
+            else None
+        for value in node.values():
+            found = _code_in_config(value, f"{where}/{label}" if label else where)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _code_in_config(value, where)
+            if found:
+                return found
+    return None
+
+
+def _refuse_code_in_archive(archive, path):
+    """A `.keras` archive whose config.json holds a Lambda layer or another pickled function is
+    refused. Only model.weights.h5 is ever read (the config is never deserialized, so nothing
+    in it runs), but a file that carries code is not a weights file we accept."""
+    import json
+
+    if "config.json" not in archive.namelist():
+        return
+    try:
+        config = json.loads(archive.read("config.json").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsFileError(f"{path}: its config.json is not valid JSON ({exc})") from None
+    found = _code_in_config(config)
+    if found:
+        where, kind = found
+        raise WeightsFileError(
+            f"{path} holds Python code ({kind} at {where}); refusing it: no code is run from a "
+            f"weights file. Save the weights alone (model.save_weights('x.weights.h5')) and "
+            f"load those")
+
+
 class _open_h5:
     """h5py.File for a path, a `.keras` zip archive (its model.weights.h5), with clear errors."""
 
@@ -317,6 +363,11 @@ class _open_h5:
                 self._zip.close()
                 raise WeightsFileError(f"{self.path} is a zip archive without model.weights.h5; "
                                        "expected a .weights.h5, a legacy .h5 or a .keras file")
+            try:
+                _refuse_code_in_archive(self._zip, self.path)
+            except WeightsFileError:
+                self._zip.close()
+                raise
             source = io.BytesIO(self._zip.read("model.weights.h5"))
         else:
             with open(self.path, "rb") as f:

@@ -1,7 +1,13 @@
+import os
+import re
 import subprocess
 import sys
 
+import pytest
+
 from mrcnn_kp import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_help_lists_every_subcommand():
@@ -20,3 +26,56 @@ def test_unbuilt_subcommand_says_so(monkeypatch, capsys):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == cli.NOT_BUILT
     assert "usage: mrcnn-kp" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ TensorFlow's C++ log lines
+# what TensorFlow's C++ runtime prints at start-up: "I0000 00:00:... cpu_feature_guard.cc:..]",
+# the absl preamble, oneDNN's and XLA's notices
+TF_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
+                     r"cpu_feature_guard|XLA service|StreamExecutor")
+
+
+def run_cli(argv, environ):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "mrcnn_kp.cli", *argv], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_commands_are_quiet_unless_verbose_and_refuse_a_malicious_pth(tmp_path):
+    """The real `convert --from torchvision` (it imports TensorFlow and reads the file) on a
+    legacy .pth whose first pickle runs `touch MARKER`: by default stderr is our one error
+    line and nothing of TensorFlow's; with --verbose TensorFlow's lines are back."""
+    from malicious_files import legacy_pth
+
+    marker = tmp_path / "MARKER"
+    path = legacy_pth(tmp_path / "legacy.pth", marker, "magic")
+    out = tmp_path / "kp.weights.h5"
+    argv = ["convert", "--from", "torchvision", str(path), str(out)]
+    quiet = run_cli(argv, {})
+    assert quiet.returncode == 1, quiet.stderr[-2000:]
+    assert quiet.stderr.splitlines() == [line for line in quiet.stderr.splitlines()
+                                         if line.startswith("mrcnn-kp convert: error: ")]
+    assert len(quiet.stderr.splitlines()) == 1 and f"{path}: refusing to load" in quiet.stderr
+    assert not marker.exists() and not out.exists()
+
+    verbose = run_cli(argv + ["--verbose"], {})
+    tf_lines = [line for line in verbose.stderr.splitlines() if TF_LINE.search(line)]
+    assert verbose.returncode == 1 and "refusing to load" in verbose.stderr
+    assert not marker.exists()
+    if not tf_lines:
+        pytest.skip("TensorFlow prints no start-up line on this machine even when asked")
+    assert not [line for line in quiet.stderr.splitlines() if TF_LINE.search(line)]
+
+
+def test_the_users_own_tf_log_level_and_verbose_are_respected():
+    env = {}
+    assert cli.quiet_tensorflow(["train"], env) == "2" and env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    assert cli.quiet_tensorflow(["train"], env) == "0"
+    env = {}
+    assert cli.quiet_tensorflow(["train", "--verbose"], env) is None and env == {}
+    parser = cli.build_parser()
+    assert parser.parse_args(["--verbose", "train"]).verbose
+    assert parser.parse_args(["train", "--verbose"]).verbose
+    assert not parser.parse_args(["train"]).verbose

@@ -47,6 +47,11 @@ def test_derived_values():
         ({"BBOX_STD_DEV": (0.1, 0.1, 0.2)}, "BBOX_STD_DEV must hold 4 finite numbers"),
         ({"LR_SCHEDULE": "poly"}, "unknown LR_SCHEDULE 'poly'"),
         ({"DETECTION_MAX_INSTANCES": 5000}, "DETECTION_MAX_INSTANCES (5000) cannot exceed"),
+        ({"SEED": -1}, "SEED must be None or an integer in [0, 2**32), got -1"),
+        ({"SEED": 2 ** 32}, "SEED must be None or an integer in [0, 2**32)"),
+        ({"SEED": 1.5}, "SEED must be None or an integer in [0, 2**32), got 1.5"),
+        ({"SEED": True}, "SEED must be None or an integer in [0, 2**32), got True"),
+        ({"SEED": "7"}, "SEED must be None or an integer in [0, 2**32), got '7'"),
     ],
 )
 def test_validation_messages(overrides, message):
@@ -71,6 +76,9 @@ def test_json_round_trip(tmp_path):
     assert back.LEARNING_RATE == 0.02
     assert isinstance(back.RPN_ANCHOR_SCALES, tuple)
     assert json.loads(path.read_text())["BATCH_SIZE"] == c.BATCH_SIZE
+    assert back.SEED is None and json.loads(path.read_text())["SEED"] is None
+    seeded = TinyConfig.from_json(TinyConfig(SEED=12345).to_json())
+    assert seeded.SEED == 12345 and seeded.copy(LEARNING_RATE=0.5).SEED == 12345
 
 
 def test_tampered_derived_value_is_detected():

@@ -4,7 +4,10 @@ import pickle
 import numpy as np
 import pytest
 
+from malicious_files import LEGACY_POSITIONS, PAYLOADS, legacy_pth, zip_pth
 from mrcnn_kp.pth_reader import UnsafePickleError, read_state_dict
+
+REFUSED_CALL = r"refusing to load (posix|os|builtins|io)\.(system|open)"
 
 
 def _lite0_path():
@@ -59,3 +62,45 @@ def test_matches_torch_load_weights_only():
     assert list(ours) == list(theirs)
     for name, tensor in theirs.items():
         np.testing.assert_array_equal(ours[name], tensor.numpy(), err_msg=name)
+
+
+# ---------------------------------------------------------------------------- malicious files
+def test_the_malicious_files_do_run_code_under_plain_pickle(tmp_path):
+    """The payloads are live: a plain pickle.load of the legacy file's first pickle (what the
+    reader once did for the magic number) creates the marker."""
+    marker = tmp_path / "MARKER"
+    path = legacy_pth(tmp_path / "evil.pth", marker, "magic")
+    with open(path, "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("position", LEGACY_POSITIONS)
+def test_legacy_format_refuses_code_in_any_of_its_pickles(tmp_path, position, payload):
+    marker = tmp_path / "MARKER"
+    path = legacy_pth(tmp_path / "evil.pth", marker, position, payload)
+    with pytest.raises(UnsafePickleError, match=REFUSED_CALL):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.__name__)
+def test_zip_format_refuses_code_in_data_pkl(tmp_path, payload):
+    marker = tmp_path / "MARKER"
+    path = zip_pth(tmp_path / "evil.pth", marker, payload)
+    with pytest.raises(UnsafePickleError, match=REFUSED_CALL):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_a_header_with_a_persistent_id_is_refused(tmp_path):
+    class WithId(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", "x") if isinstance(obj, str) and obj == "tensor" else None
+
+    path = tmp_path / "odd.pth"
+    with open(path, "wb") as f:
+        WithId(f, protocol=2).dump("tensor")
+    with pytest.raises(UnsafePickleError, match="unexpected persistent id"):
+        read_state_dict(path)

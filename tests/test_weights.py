@@ -373,6 +373,28 @@ def test_keras_archive_loads(tmp_path, source):
     assert_same_weights(source, target)
 
 
+def test_keras_archive_with_a_lambda_layer_is_refused_and_runs_nothing(tmp_path):
+    from malicious_files import lambda_keras
+
+    marker = tmp_path / "MARKER"
+    path = lambda_keras(tmp_path / "evil.keras", marker, layer_name="conv1")
+    target = standin(seed=2)
+    before = named_weights(target)["conv1"][0].copy()
+    for read in (lambda: W.load_weights(target, path), lambda: W.read_weight_file(path),
+                 lambda: W.read_config(path)):
+        with pytest.raises(W.WeightsFileError, match=r"holds Python code \(Lambda at .*evil\); "
+                                                     r"refusing it"):
+            read()
+    assert not marker.exists()
+    np.testing.assert_array_equal(named_weights(target)["conv1"][0], before)
+    # the file is live: Keras refuses it in safe mode, and runs it without
+    with pytest.raises(ValueError, match="Lambda"):
+        keras.saving.load_model(path)
+    assert not marker.exists()
+    keras.saving.load_model(path, safe_mode=False)
+    assert marker.exists()
+
+
 def test_save_weights_is_atomic_and_keeps_config(tmp_path, monkeypatch):
     model = standin(seed=1)
     path = tmp_path / "ckpt.weights.h5"

@@ -145,6 +145,8 @@ def _from_efficientnet_lite0(args, config):
     if config.BACKBONE != "efficientnet_lite0":
         raise CommandError(f"--from efficientnet-lite0 needs a config with BACKBONE "
                            f"'efficientnet_lite0', --config {args.config} has {config.BACKBONE!r}")
+    import pickle
+
     from mrcnn_kp.pretrained import PretrainedWeightsError
 
     model = _build(config)
@@ -152,6 +154,8 @@ def _from_efficientnet_lite0(args, config):
         report = load_imagenet_backbone(model, config, path=args.source)
     except PretrainedWeightsError as exc:
         raise CommandError(str(exc)) from None
+    except pickle.UnpicklingError as exc:  # incl. pth_reader's UnsafePickleError
+        raise CommandError(f"{args.source}: {exc}") from None
     save_weights(model, args.output, config=config)
     print(report.summary() if hasattr(report, "summary") else report)
     print(f"wrote {args.output} (ImageNet EfficientNet-Lite0 backbone, heads at initial values)")

@@ -12,6 +12,7 @@ run skips the stages it has finished and continues the current one at the epoch 
 iteration where it stopped.
 """
 import argparse
+import sys
 import time
 
 HELP = "train on a COCO-format keypoint dataset in stages (heads -> 4+ -> all)"
@@ -67,6 +68,10 @@ def add_arguments(parser):
     train.add_argument("--minutes", type=float,
                        help="time budget: stop (with a checkpoint) when it is spent")
     train.add_argument("--workers", type=int, default=1, help="data loading threads")
+    train.add_argument("--seed", type=int,
+                       help="seed everything (weights, ROI sampling, data order, augmentation) "
+                            "and use deterministic TensorFlow ops: the same seed gives the same "
+                            "weights (config SEED; default: the config's, None = unseeded)")
 
 
 def parse_overrides(items):
@@ -123,8 +128,9 @@ def build_config(args):
     overrides = parse_overrides(getattr(args, "overrides", ()))
     for option, name in (("backbone", "BACKBONE"), ("name", "NAME"),
                          ("steps_per_epoch", "STEPS_PER_EPOCH"),
-                         ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT")):
-        value = getattr(args, option)
+                         ("images_per_gpu", "IMAGES_PER_GPU"), ("gpus", "GPU_COUNT"),
+                         ("seed", "SEED")):
+        value = getattr(args, option, None)
         if value is not None:
             overrides[name] = value
     if getattr(args, "pretrained", None) == "imagenet":
@@ -181,6 +187,7 @@ def stage_plan(args, learning_rate):
 def run(args):
     from mrcnn_kp.maskrcnn import MaskRCNN
     from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
+    from mrcnn_kp.training.checkpoints import CheckpointWriteError
 
     started = time.monotonic()
     config = build_config(args)
@@ -212,6 +219,15 @@ def run(args):
         print(f"interrupted: checkpoint {stop.checkpoint}\n"
               f"continue with the same command plus --resume last")
         return INTERRUPTED_STATUS + int(stop.signum or 2)
+    except CheckpointWriteError as error:
+        try:
+            last = model.find_last()
+        except FileNotFoundError:
+            last = "none yet"
+        print(f"mrcnn-kp train: error: {error.strerror}; training stopped, the last complete "
+              f"checkpoint is {last} (make room or make {args.model_dir} writable, then run "
+              f"the same command plus --resume last)", file=sys.stderr)
+        return 1
     print(f"trained {model.epoch} epochs; run directory {model.log_dir}; last checkpoint "
           f"{model._trainer.last_checkpoint}")
     return 0

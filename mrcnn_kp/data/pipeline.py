@@ -154,10 +154,15 @@ class DataGenerator(keras.utils.PyDataset):
         return np.resize(order, total)  # wraps around to fill the last batch
 
     def __getitem__(self, index):
+        return self.get_batch(index, self.epoch)
+
+    def get_batch(self, index, epoch):
+        """Batch `index` of epoch `epoch`, without touching self.epoch: worker threads that
+        ask for batches of two epochs at once each get their own."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range for {len(self)} batches")
         config = self.config
-        epoch = self.epoch
+        epoch = int(epoch)
         order = self.image_order(epoch)
         size = config.BATCH_SIZE
         samples, rngs = [], []

@@ -12,7 +12,7 @@ import time
 import keras
 import numpy as np
 
-from mrcnn_kp.training import checkpoints
+from mrcnn_kp.training import checkpoints, determinism
 from mrcnn_kp.utils import get_logger
 
 log = get_logger("mrcnn_kp.training")
@@ -65,6 +65,8 @@ class Checkpointer(keras.callbacks.Callback):
             "layers": run.layers,
             "interrupted": bool(interrupted),
             "step_in_epoch": step_in_epoch,
+            # the ROI sampler's random state: a resumed run draws what this one would have
+            "seed_generators": determinism.seed_generator_states(self.model),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         path = checkpoints.checkpoint_path(run.log_dir, run.config, completed_epochs,

@@ -93,6 +93,33 @@ def find_last(model_dir, name):
                             f"{name!r} in {os.path.abspath(model_dir)}")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint (or the run's config.json) could not be written: disk full, read-only or
+    missing directory. Whatever was written before is intact (every write is atomic)."""
+
+
+def remove_unfinished_writes(run_dir):
+    """Delete the temporary files a killed write left in a run directory (atomic_path's
+    `.tmp-*-mask_rcnn_*`); returns their names. Called when a run resumes: nothing else
+    writes into that directory then."""
+    removed = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        if name.startswith(".tmp-") and "mask_rcnn_" in name:
+            try:
+                os.remove(os.path.join(run_dir, name))
+                removed.append(name)
+            except OSError:
+                pass
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) a killed run left in %s: %s",
+                 len(removed), run_dir, ", ".join(removed))
+    return removed
+
+
 # ---------------------------------------------------------------------------- optimizer state
 # Per-weight slots (SGD momenta, Adam moments) are keyed by the index of their weight in
 # model.weights ("momentum/17"), which is the same in every build of the same config, unlike
@@ -219,8 +246,46 @@ def all_finite(model):
 
 def save_checkpoint(model, optimizer, path, meta, config=None):
     """State first, then weights: the weights file is what find_last sees, and it always
-    has its state. Returns the weights path."""
+    has its state. Returns the weights path; raises CheckpointWriteError (one line: which
+    file, why) when the disk refuses, leaving the earlier checkpoints as they were."""
     arrays = optimizer_state(optimizer, model) if optimizer is not None else {}
-    save_state(state_path(path), meta, arrays)
-    save_model_weights(model, path, config=config)
+    with _write_errors(path):
+        save_state(state_path(path), meta, arrays)
+        try:
+            save_model_weights(model, path, config=config)
+        except BaseException:
+            if not os.path.exists(path):  # a state without its weights would only mislead
+                _remove_quietly(state_path(path))
+            raise
     return path
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class _write_errors:
+    """OSError (ENOSPC, EROFS, EACCES, ...) while writing `path` -> CheckpointWriteError."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or not isinstance(exc, OSError) or isinstance(exc, CheckpointWriteError):
+            return False
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise CheckpointWriteError(exc.errno, f"cannot write {self.path}: {reason}") from exc
+
+
+def write_run_config(log_dir, config):
+    """makedirs + config.json, CheckpointWriteError when the model directory refuses."""
+    with _write_errors(os.path.join(log_dir, CONFIG_FILE)):
+        os.makedirs(log_dir, exist_ok=True)
+        if not os.path.exists(os.path.join(log_dir, CONFIG_FILE)):
+            write_config(log_dir, config)

@@ -18,7 +18,7 @@ import sys
 import keras
 
 from mrcnn_kp.config import LOSS_NAMES
-from mrcnn_kp.training import checkpoints, distribute
+from mrcnn_kp.training import checkpoints, determinism, distribute
 from mrcnn_kp.training.callbacks import (Checkpointer, GracefulInterrupt, LearningRateLogger,
                                          NonFiniteMonitor, ScalarLogger, TimeBudget,
                                          TrainingInterrupted)
@@ -34,8 +34,9 @@ class StepsPerEpoch(keras.utils.PyDataset):
 
     Batch i of epoch e is batch (e * steps + i) mod len(source) of the source's epoch
     (e * steps + i) // len(source): a pure function of (epoch, i), so a resumed run sees the
-    batches an uninterrupted run would have seen. A source with `set_epoch` (DataGenerator)
-    is switched to the right epoch of its own shuffling.
+    batches an uninterrupted run would have seen. A DataGenerator is asked for that batch of
+    that epoch of its own shuffling (get_batch: nothing shared, so worker threads cannot mix
+    epochs); another source with `set_epoch` is switched to it first.
 
     The epoch is set by `epoch_callback()` at each epoch's start, not by on_epoch_end: Keras
     also calls on_epoch_end after peeking at the first batch, which would skew the count.
@@ -57,6 +58,8 @@ class StepsPerEpoch(keras.utils.PyDataset):
     def __getitem__(self, index):
         position = self.epoch * self.steps + int(index)
         source_epoch, source_index = divmod(position, len(self.source))
+        if hasattr(self.source, "get_batch"):  # DataGenerator: no shared state between threads
+            return self.source.get_batch(source_index, source_epoch)
         if hasattr(self.source, "set_epoch") and getattr(self.source, "epoch", None) != \
                 source_epoch:
             self.source.set_epoch(source_epoch)
@@ -125,12 +128,16 @@ class Trainer:
         report = checkpoints.load_model_weights(self.model, path, by_name=by_name,
                                                 exclude=exclude)
         self.set_log_dir(path)
+        if checkpoints.parse_checkpoint_path(path) is not None:  # resuming this run directory
+            checkpoints.remove_unfinished_writes(self.log_dir)
         self.optimizer_state = None
         state_file = checkpoints.state_path(path)
         if os.path.exists(state_file):
             meta, arrays = checkpoints.load_state(state_file)
             self.optimizer_state = arrays
             self.epoch = int(meta.get("epoch", self.epoch))
+            if meta.get("seed_generators") is not None:
+                determinism.restore_seed_generator_states(self.model, meta["seed_generators"])
             log.info("resuming after epoch %d, optimizer iteration %s, from %s", self.epoch,
                      meta.get("iterations"), path)
         elif self.epoch:
@@ -163,9 +170,7 @@ class Trainer:
             log.info("time budget spent: stage layers=%r not started", layers)
             return None
         self.layers = layers
-        os.makedirs(self.log_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(self.log_dir, checkpoints.CONFIG_FILE)):
-            checkpoints.write_config(self.log_dir, config)
+        checkpoints.write_run_config(self.log_dir, config)
 
         steps = int(config.STEPS_PER_EPOCH)
         with distribute.scope(self.strategy):
@@ -201,11 +206,16 @@ class Trainer:
         start_epoch = self.epoch
         if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
             verbose = 1 if sys.stdout.isatty() else 2
-        with distribute.scope(self.strategy):
-            self.history = self.model.fit(train_steps, validation_data=val_steps,
-                                          initial_epoch=start_epoch, epochs=epochs,
-                                          callbacks=callbacks, verbose=verbose,
-                                          shuffle=False)  # order is the data's business
+        try:
+            with distribute.scope(self.strategy):
+                self.history = self.model.fit(train_steps, validation_data=val_steps,
+                                              initial_epoch=start_epoch, epochs=epochs,
+                                              callbacks=callbacks, verbose=verbose,
+                                              shuffle=False)  # order is the data's business
+        finally:
+            interrupt.on_train_end()  # signal handlers back even when fit raised
+            if checkpointer.last_path is not None:
+                self.last_checkpoint = checkpointer.last_path
         self.optimizer_state = checkpoints.optimizer_state(self.model.optimizer, self.model)
         if checkpointer.completed_epochs is not None:
             self.epoch = checkpointer.completed_epochs

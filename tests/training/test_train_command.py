@@ -85,3 +85,42 @@ def test_train_command_runs_the_stages_and_resumes(tmp_path, capsys):
     assert len(run_dir) == 1
     assert sorted(f for f in os.listdir(tmp_path / "logs" / run_dir[0]) if f.endswith(".h5")) \
         == ["mask_rcnn_tiny_0001.weights.h5", "mask_rcnn_tiny_0002.weights.h5"]
+
+
+def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    """The command with the stand-in model (seconds): epoch 1's checkpoint is written, epoch
+    2's meets ENOSPC; exit status 1, one error line, epoch 1's checkpoint intact."""
+    import errno
+
+    import keras
+
+    from mrcnn_kp.model import keypoint_rcnn
+    from mrcnn_kp.training import checkpoints
+    from standin_models import StandinBatches, build_standin_training_model
+
+    monkeypatch.setattr(keypoint_rcnn, "build_training_model", build_standin_training_model)
+    monkeypatch.setattr(train_command, "load_datasets",
+                        lambda args, config: (StandinBatches(), None))
+    original, calls = keras.Model.save_weights, []
+
+    def full_after_the_first(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filepath)
+        return original(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_after_the_first)
+    status = cli.main(["train", "--config", "tiny", "--steps-per-epoch", "3", "--model-dir",
+                       str(tmp_path), "--epochs-heads", "3", "--epochs-4plus", "0",
+                       "--epochs-all", "0"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mrcnn-kp train: error")]
+    assert status == 1 and len(errors) == 1, err
+    last = checkpoints.find_last(tmp_path, "tiny")
+    assert last.endswith("mask_rcnn_tiny_0001.weights.h5")
+    assert "mask_rcnn_tiny_0002.weights.h5: No space left on device" in errors[0]
+    assert f"the last complete checkpoint is {last}" in errors[0]
+    assert "--resume last" in errors[0] and "Traceback" not in err
+    assert sorted(f for f in os.listdir(os.path.dirname(last)) if "mask_rcnn" in f) == \
+        ["mask_rcnn_tiny_0001.state.npz", "mask_rcnn_tiny_0001.weights.h5"]

@@ -139,3 +139,26 @@ def test_mixed_float16_trains_with_dynamic_loss_scaling(tmp_path):
         assert float(keras.ops.convert_to_numpy(optimizer.dynamic_scale)) == 2.0 ** (15 - skipped)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_steps_per_epoch_gives_worker_threads_batches_of_two_epochs_at_once():
+    """A DataGenerator is asked for (batch, epoch) without changing its own epoch, so threads
+    building the last batches of one source epoch and the first of the next cannot mix them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mrcnn_kp.config import TinyConfig
+    from mrcnn_kp.data.pipeline import DataGenerator
+    from mrcnn_kp.data.synthetic import synthetic_dataset
+
+    config = TinyConfig(IMAGES_PER_GPU=1, IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64)
+    source = DataGenerator(synthetic_dataset("val", num_images=3, image_size=64), config,
+                           shuffle=True, augment=True, seed=4)
+    view = StepsPerEpoch(source, steps=2, epoch=1)  # positions 2, 3: source epochs 0 and 1
+    expected = [source.get_batch(2, 0), source.get_batch(0, 1)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: view[i % 2], range(8)))
+    assert source.epoch == 0  # never moved
+    for index, batch in enumerate(got):
+        for key, value in expected[index % 2].items():
+            np.testing.assert_array_equal(batch[key], value, err_msg=key)
+    assert not np.array_equal(expected[0]["input_image"], expected[1]["input_image"])
