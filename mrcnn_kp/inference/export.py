@@ -390,9 +390,9 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     with tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_") as saved:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        with _portable_ops():
+        with _portable_ops(tflite=True):
             archive.add_endpoint("serving_default", serve)
-        archive.write_out(saved, verbose=False)
+            archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved,
                                                              signature_keys=["serving_default"])
         ops_sets = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -458,25 +458,30 @@ def _plain_argmax(x, axis=None, keepdims=False):
 
 
 @contextlib.contextmanager
-def _portable_ops():
+def _portable_ops(tflite=False):
     """Trace the model with ops that TFLite builtins and ONNX can express:
 
     - keras.ops.argmax -> _plain_argmax (model/detection.py and ops/keypoints.py call it);
     - ops.backend.fused off: tf2onnx cannot convert the XLA-compiled functions
-      (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in.
-    Both are restored on exit; they only change how the graph is written, not its results.
+      (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in;
+    - tflite=True: ops.backend.nms -> tflite_nms.tflite_nms, which feeds TFLite's NMS kernel
+      inputs on which it selects what TensorFlow's does (see that module).
+    All are restored on exit; they only change how the graph is written, not its results.
     """
     import keras
 
+    from mrcnn_kp.inference.tflite_nms import tflite_nms
     from mrcnn_kp.ops import backend
 
-    saved = backend.fused, keras.ops.argmax
+    saved = backend.fused, keras.ops.argmax, backend.nms
     backend.fused = lambda fn: fn
     keras.ops.argmax = _plain_argmax
+    if tflite:
+        backend.nms = tflite_nms
     try:
         yield
     finally:
-        backend.fused, keras.ops.argmax = saved
+        backend.fused, keras.ops.argmax, backend.nms = saved
 
 
 def onnx_available():
