@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Latency of one image per export format against the Keras Predictor: one JSON line.
 
-    python benchmarks/bench_export.py --weights demo_output/logs/<run>/mask_rcnn_demo_0020.weights.h5
+    python benchmarks/bench_export.py --weights demo_output/logs/<run>/<checkpoint>.weights.h5
     python benchmarks/bench_export.py --config cpu_demo --weights none --formats tflite
     python benchmarks/bench_export.py --small          # TinyConfig, random weights (tests)
 
