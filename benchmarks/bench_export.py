@@ -4,6 +4,7 @@
     python benchmarks/bench_export.py --weights demo_output/logs/<run>/<checkpoint>.weights.h5
     python benchmarks/bench_export.py --config cpu_demo --weights none --formats tflite
     python benchmarks/bench_export.py --small          # TinyConfig, random weights (tests)
+    python benchmarks/bench_export.py --weights <ckpt> --models exported/demo,exported/demo.tflite
 
 Exports the model (--config, --weights as `mrcnn-kp export`) to a temporary folder in each
 of --formats, then times, on the same uint8 image of --size (a synthetic people picture),
@@ -12,7 +13,8 @@ function as mrcnn_kp.inference.exported runs it: SavedModel by TensorFlow, TFLit
 when installed (else tf.lite.Interpreter), ONNX by onnxruntime, each with its default threads.
 Median of --repeats calls after one warm-up call. Reports per format median_s, the runtime,
 the export's size in bytes and the time the export took, and the CPU share other processes
-used meanwhile (`cpu.foreign_frac`, see _common).
+used meanwhile (`cpu.foreign_frac`, see _common). --models times existing exports (of the
+same --weights) instead of exporting again.
 """
 import argparse
 import os
@@ -48,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--weights", default="none", help="a .weights.h5, or none (random)")
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--size", default=None, help="HxW of the image (default: the canvas)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated existing exports to time instead of exporting")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="TinyConfig, 2 repeats")
     parser.add_argument("--json-out", default=None)
@@ -69,7 +73,13 @@ def main(argv=None):
     image = picture(height, width)
     results = {"keras": dict(_common.time_calls(lambda: predictor.detect([image]), repeats),
                              runtime="keras (tensorflow)")}
-    formats = [f for f in args.formats.split(",") if f]
+    if args.models:
+        for path in args.models.split(","):
+            model = exported.load_exported(path)
+            timing = _common.time_calls(lambda: model.run(image), repeats)
+            results[model.format] = dict(timing, runtime=model.runtime,
+                                         bytes=folder_bytes(path), path=path)
+    formats = [] if args.models else [f for f in args.formats.split(",") if f]
     with tempfile.TemporaryDirectory(prefix="bench_export_") as folder:
         for name in formats:
             if name == "onnx" and not export.onnx_available():
