@@ -2,10 +2,13 @@
 
     mrcnn-kp evaluate --dataset person_keypoints_val2017.json --images val2017/ --limit 500
     mrcnn-kp evaluate --dataset data/coco_kp_mini/train --results out/results_keypoints.json
+    mrcnn-kp evaluate --dataset data/coco_kp_mini/train --model exported/person_kp.tflite
 
 --dataset is the annotation json, or a folder holding one person_keypoints*.json (and images/).
 Without --results the model (--weights, --config: see `mrcnn-kp predict --help`) runs over the
-images; with --results an existing COCO results file is evaluated (and refused, clearly, when
+images; with --model an exported model (a SavedModel folder, a .tflite or an .onnx file from
+`mrcnn-kp export`) runs over them instead, so an export is scored as its Keras model is;
+with --results an existing COCO results file is evaluated (and refused, clearly, when
 it was made for another dataset). Prints COCOeval's summary per iou type; --output keeps the
 results json files, metrics.json and --pictures side-by-side PNGs (ground truth | prediction).
 """
@@ -36,6 +39,9 @@ def add_arguments(parser):
                         help="comma-separated subset of keypoints,bbox,segm")
     parser.add_argument("--results", default=None,
                         help="evaluate this COCO results json instead of running a model")
+    parser.add_argument("--model", default=None,
+                        help="evaluate an exported model (SavedModel folder, .tflite, .onnx) "
+                             "instead of --weights; TFLite runs on LiteRT when installed")
     parser.add_argument("--output", "-o", default=None,
                         help="folder for results_<type>.json, metrics.json and pictures")
     parser.add_argument("--pictures", type=int, default=0,
@@ -107,16 +113,21 @@ def run(args):
                                       ids if (image_ids or args.limit) else None)
 
     try:
-        # looked up at call time: a module-level binding would keep whatever load_model was
-        # when this module was first imported (tests monkeypatch it)
-        from mrcnn_kp.commands import predict as predict_command
+        if args.model:
+            predictor, has_masks = _load_exported(args.model)
+        else:
+            # looked up at call time: a module-level binding would keep whatever load_model
+            # was when this module was first imported (tests monkeypatch it)
+            from mrcnn_kp.commands import predict as predict_command
 
-        predictor, config, _ = predict_command.load_model(args)
+            predictor, config, _ = predict_command.load_model(args)
+            has_masks = config.USE_MASK_HEAD
     except model_errors() as exc:
         return report_error("evaluate", exc)
-    if "segm" in iou_types and not config.USE_MASK_HEAD:  # e.g. --config torchvision
+    if "segm" in iou_types and not has_masks:  # e.g. --config torchvision
         iou_types = [t for t in iou_types if t != "segm"]
-        print("segm skipped: the model has no mask head (USE_MASK_HEAD is False)")
+        print("segm skipped: the model has no mask head (USE_MASK_HEAD is False)"
+              if not args.model else "segm skipped: the exported model has no masks")
         if not iou_types:
             return report_error("evaluate", "--iou-types segm needs a model with a mask head")
     on_result = _picture_writer(coco, Path(args.output) / "pictures", args.pictures,
@@ -130,6 +141,18 @@ def run(args):
         return report_error("evaluate", exc)
     _print_table(summary)
     return 0
+
+
+def _load_exported(path):
+    """(ExportedModel, whether it outputs masks) for --model, with a line saying what runs."""
+    from mrcnn_kp.inference import exported
+
+    try:
+        model = exported.load_exported(path)
+    except (ValueError, RuntimeError) as exc:  # not an export, or its runtime is missing
+        raise CommandError(f"--model {path}: {exc}") from None
+    print(f"model: {path} ({model.format}, run by {model.runtime})")
+    return model, model.has_masks
 
 
 def _evaluate_results_file(coco, args, iou_types, image_ids):

@@ -6,6 +6,8 @@
 Every format takes one uint8 RGB image of any size and returns boxes, class_ids, scores,
 keypoints and masks in original-image pixels (mrcnn_kp.inference.export describes the
 signature). TFLite says which ops needed TensorFlow's Flex delegate; ONNX needs the [onnx] extra.
+`mrcnn-kp evaluate --model <export>` scores the export as the Keras model is scored
+(docs/DEPLOYMENT.md).
 Exports need the TensorFlow backend. Exit status: 0 written, 1 error (message on stderr).
 """
 import os

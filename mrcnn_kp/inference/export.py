@@ -82,29 +82,53 @@ def _fixed_point_to_uint8(sums):
     return tf.cast(tf.clip_by_value(tf.floor((sums + half) / unit), 0.0, 255.0), tf.uint8)
 
 
+_SPLIT = 256.0  # weights = high * 256 + low: float32 sums of either part stay exact
+
+
+def _split_sums_to_uint8(high, low):
+    """Pillow's clip8((sum + 2**21) >> 22) from the sum as high * 256 + low (float32 holding
+    integers below 2**24) in int32 arithmetic, which holds the sum exactly."""
+    tf = _tf()
+    total = (tf.cast(high, tf.int32) * int(_SPLIT) + tf.cast(low, tf.int32)
+             + (1 << (_PILLOW_PRECISION_BITS - 1)))
+    return tf.cast(tf.clip_by_value(tf.math.floordiv(total, 1 << _PILLOW_PRECISION_BITS), 0, 255),
+                   tf.uint8)
+
+
 def resize_bilinear_like_pillow(image, height, width, exact=True):
     """uint8 [H, W, C] -> uint8 [height, width, C] as Pillow's Image.resize(BILINEAR).
 
     Two separable passes, horizontal then vertical, each rounded to uint8, as in Pillow.
-    exact=True sums Pillow's integer weights in float64, which is exact, so the result equals
-    Pillow bit for bit. exact=False uses float32 (for TFLite, which has no float64 kernels),
-    which loses Pillow's tie-breaking where the filter's weights make a sum land on .5:
-    measured on 6 COCO photos, 0.01 % of the values differ by 1 when upscaling to 1024 px,
-    1.2 % differ by 1 (and 4e-6 by 2, both passes rounding the same way) when downscaling to
-    512 px.
+    exact=True computes Pillow's integer weights and sums in float64, so the result equals
+    Pillow bit for bit. exact=False (for TFLite, which has no float64 kernels) computes the
+    weights in float32, which can move one by a unit of 2**-22 (a value changes only where
+    its sum then crosses a rounding boundary: 0.004 % of the values of 6 COCO photos shrunk
+    to 512 px, 0.01 % at 1024 px, 0.4 % of a 100 x 64 picture enlarged 1.28 times, whose
+    weights often land on a boundary), and sums them exactly all the same: each weight split
+    as high * 256 + low, both float32 sums stay below 2**24 (exact whatever the order; < 256
+    taps per output pixel, i.e. shrinking less than 128 times), combined in int32.
     """
     tf = _tf()
-    dtype = tf.float64 if exact else tf.float32
     shape = tf.shape(image)
-    wx = pillow_bilinear_weights(shape[1], width, dtype)  # [width, W]
-    wy = pillow_bilinear_weights(shape[0], height, dtype)  # [height, H]
-    if not exact:  # normalised weights keep float32 sums small
-        wx, wy = wx / float(1 << _PILLOW_PRECISION_BITS), wy / float(1 << _PILLOW_PRECISION_BITS)
-    scale_back = 1.0 if exact else float(1 << _PILLOW_PRECISION_BITS)
-    pixels = tf.cast(image, dtype)
-    rows = _fixed_point_to_uint8(tf.einsum("xj,hjc->hxc", wx, pixels) * scale_back)
-    out = tf.einsum("yi,ixc->yxc", wy, tf.cast(rows, dtype)) * scale_back
-    return _fixed_point_to_uint8(out)  # [height, width, C]
+    if exact:
+        wx = pillow_bilinear_weights(shape[1], width, tf.float64)  # [width, W]
+        wy = pillow_bilinear_weights(shape[0], height, tf.float64)  # [height, H]
+        rows = _fixed_point_to_uint8(tf.einsum("xj,hjc->hxc", wx, tf.cast(image, tf.float64)))
+        out = tf.einsum("yi,ixc->yxc", wy, tf.cast(rows, tf.float64))
+        return _fixed_point_to_uint8(out)  # [height, width, C]
+
+    def split(weights):
+        high = tf.floor(weights / _SPLIT)
+        return high, weights - high * _SPLIT
+
+    wx_high, wx_low = split(pillow_bilinear_weights(shape[1], width, tf.float32))
+    wy_high, wy_low = split(pillow_bilinear_weights(shape[0], height, tf.float32))
+    pixels = tf.cast(image, tf.float32)
+    rows = _split_sums_to_uint8(tf.einsum("xj,hjc->hxc", wx_high, pixels),
+                                tf.einsum("xj,hjc->hxc", wx_low, pixels))  # [H, width, C]
+    rows = tf.cast(rows, tf.float32)
+    return _split_sums_to_uint8(tf.einsum("yi,ixc->yxc", wy_high, rows),
+                                tf.einsum("yi,ixc->yxc", wy_low, rows))  # [height, width, C]
 
 
 def compute_scale(height, width, config, dtype="float64"):
@@ -390,9 +414,9 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     with tempfile.TemporaryDirectory(prefix="mrcnn_kp_tflite_") as saved:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        with _portable_ops():
+        with _portable_ops(tflite=True):
             archive.add_endpoint("serving_default", serve)
-        archive.write_out(saved, verbose=False)
+            archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved,
                                                              signature_keys=["serving_default"])
         ops_sets = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -418,25 +442,23 @@ def export_tflite(model, config, path, paste_masks=False, allow_flex=True):
     return report
 
 
-def run_tflite(path, image):
+def flex_ops_message(path, flex):
+    """Why a .tflite file that needs Flex ops cannot run here."""
+    return (f"{path} needs the Flex delegate for {', '.join(flex)}, which the pip LiteRT and "
+            f"TensorFlow interpreters do not link; run it with a TFLite runtime built with Flex "
+            f"(tensorflow-lite-select-tf-ops)")
+
+
+def run_tflite(path, image, runtime="auto"):
     """Run a `.tflite` export on one uint8 [H, W, 3] image -> dict of numpy arrays.
 
-    Uses tf.lite.Interpreter, which (TensorFlow 2.21) has no Flex delegate: a model that
-    needs Flex ops raises RuntimeError naming them.
+    Runs on the LiteRT interpreter (ai_edge_litert) when it is installed, else on
+    tf.lite.Interpreter (runtime "litert" or "tensorflow" to choose); neither has the Flex
+    delegate: a model that needs Flex ops raises RuntimeError naming them.
     """
-    tf = _tf()
-    import numpy as np
+    from mrcnn_kp.inference.exported import ExportedModel
 
-    with open(os.fspath(path), "rb") as f:
-        flatbuffer = f.read()
-    flex = [name for name in tflite_ops(flatbuffer) if name.startswith("Flex")]
-    if flex:
-        raise RuntimeError(f"{path} needs the Flex delegate for {', '.join(flex)}, which this "
-                           f"TensorFlow {tf.__version__} interpreter does not link; run it with "
-                           "a TFLite runtime built with Flex (tensorflow-lite-select-tf-ops)")
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    runner = interpreter.get_signature_runner()
-    return {k: np.asarray(v) for k, v in runner(image=np.asarray(image, np.uint8)).items()}
+    return ExportedModel(path, format="tflite", tflite_runtime=runtime).run(image)
 
 
 # ------------------------------------------------------------------------------ ONNX
@@ -458,25 +480,30 @@ def _plain_argmax(x, axis=None, keepdims=False):
 
 
 @contextlib.contextmanager
-def _portable_ops():
+def _portable_ops(tflite=False):
     """Trace the model with ops that TFLite builtins and ONNX can express:
 
     - keras.ops.argmax -> _plain_argmax (model/detection.py and ops/keypoints.py call it);
     - ops.backend.fused off: tf2onnx cannot convert the XLA-compiled functions
-      (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in.
-    Both are restored on exit; they only change how the graph is written, not its results.
+      (PartitionedCall with _XlaMustCompile) that it wraps ROIAlign's pooling in;
+    - tflite=True: ops.backend.nms -> tflite_nms.tflite_nms, which feeds TFLite's NMS kernel
+      inputs on which it selects what TensorFlow's does (see that module).
+    All are restored on exit; they only change how the graph is written, not its results.
     """
     import keras
 
+    from mrcnn_kp.inference.tflite_nms import tflite_nms
     from mrcnn_kp.ops import backend
 
-    saved = backend.fused, keras.ops.argmax
+    saved = backend.fused, keras.ops.argmax, backend.nms
     backend.fused = lambda fn: fn
     keras.ops.argmax = _plain_argmax
+    if tflite:
+        backend.nms = tflite_nms
     try:
         yield
     finally:
-        backend.fused, keras.ops.argmax = saved
+        backend.fused, keras.ops.argmax, backend.nms = saved
 
 
 def onnx_available():

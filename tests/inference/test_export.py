@@ -3,7 +3,8 @@
 The serving function must do what Predictor does (mold with data.transforms, run, unmold with
 predictor.unmold_detections), so each test compares against the Predictor on the same image.
 A small stand-in inference model with the output contract of docs/ARCHITECTURE.md keeps the
-format tests fast; the real TinyConfig model is exported once at the end.
+format tests fast; tests/inference/test_exported.py compares every format on the real
+TinyConfig model.
 
 Tolerances: SavedModel runs the same TF kernels as Keras: boxes and keypoints within 1e-3 px,
 scores within 1e-5. TFLite (XNNPACK) and ONNX Runtime use other float32 kernels: boxes and
@@ -104,8 +105,9 @@ def test_mold_image_equals_the_predictors_molding(config, model, height, width):
     assert scale.numpy() == np.float32(ref_scales[0])
 
 
-def test_float32_molding_differs_by_at_most_one_level_on_coco(coco_mini):
-    """TFLite's float32 path vs Pillow on real photos, downscaled to 512 px."""
+def test_float32_molding_differs_in_few_values_on_coco(coco_mini):
+    """TFLite's float32 path vs Pillow on real photos, downscaled to 512 px: exact sums, so
+    only float32 weights (one unit of 2**-22 off) move a value across a rounding boundary."""
     from PIL import Image
 
     from mrcnn_kp.config import Config
@@ -124,7 +126,7 @@ def test_float32_molding_differs_by_at_most_one_level_on_coco(coco_mini):
         assert diff.max() <= 2  # each of the two passes can round the other way
         differing += int((diff > 0).sum())
         total += diff.size
-    assert 0 < differing / total < 0.03  # measured 1.2 % on 6 photos
+    assert differing / total < 2e-4  # measured 0.004 % on 6 photos (float32 sums: 1.2 %)
 
 
 # ----------------------------------------------------------------------------- un-molding
@@ -283,44 +285,6 @@ def test_real_model_saved_model_matches_the_predictor(tmp_path, real_model):
     serve = tf.saved_model.load(str(tmp_path / "tiny")).signatures["serving_default"]
     out = {name: value.numpy() for name, value in serve(image=tf.constant(image)).items()}
     assert_matches_predictor(out, ref, box_atol=1e-3, score_atol=1e-5)
-
-
-def assert_close_to_predictor_real(out, ref):
-    """Real model in another runtime (random weights): boxes within 0.5 px, scores within 1e-3;
-    a joint is the argmax of a nearly flat random heatmap, where tiny differences (TFLite's
-    float32 resize) can move it, so only most joints must agree within 1 px."""
-    n = len(ref["class_ids"])
-    assert int(out["num_detections"]) == n and n >= 2
-    np.testing.assert_array_equal(out["class_ids"][:n], ref["class_ids"])
-    np.testing.assert_allclose(out["boxes"][:n], ref["rois"], atol=0.5)
-    np.testing.assert_allclose(out["scores"][:n], ref["scores"], atol=1e-3)
-    joint_error = np.abs(out["keypoints"][:n, :, :2] - ref["keypoints"][..., :2]).max(axis=-1)
-    assert np.mean(joint_error < 1.0) > 0.8
-
-
-@pytest.mark.slow
-def test_real_model_tflite_is_builtin_only_and_runs(tmp_path, real_model):
-    """Slow: the TFLite converter takes about a minute on the tiny model."""
-    config, model = real_model
-    image = image_of(100, 64, seed=11)
-    report = export.export_tflite(model, config, tmp_path / "tiny.tflite")
-    assert report.builtin_only, report.summary()
-    assert report.size_bytes > 1_000_000
-    out = export.run_tflite(report.path, image)
-    assert_close_to_predictor_real(out, predictor_result(model, config, image))
-
-
-@pytest.mark.slow
-def test_real_model_onnx_matches_the_predictor(tmp_path, real_model):
-    """Slow: tf2onnx takes about a minute on the tiny model."""
-    if not export.onnx_available():
-        pytest.skip(export.ONNX_MISSING)
-    pytest.importorskip("onnxruntime", reason=export.ONNX_MISSING)
-    config, model = real_model
-    image = image_of(100, 64, seed=11)
-    out = export.run_onnx(export.export_onnx(model, config, tmp_path / "tiny.onnx"), image)
-    assert_matches_predictor(out, predictor_result(model, config, image), box_atol=0.05,
-                             score_atol=1e-4)
 
 
 @pytest.mark.parametrize("height, width", [(480, 640), (400, 1200), (1600, 1000), (64, 48)])
