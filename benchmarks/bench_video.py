@@ -9,8 +9,10 @@ PyAV, then each preset runs the command's whole loop over it: decode -> batches 
 Predictor -> tracker -> drawing -> H.264 encode (commands/predict_video.process_video's steps).
 `fps` is frames over the wall time of that loop, after one untimed warm-up batch (the first
 call traces the graph; its time is `warmup_s`). Random weights: the speed does not depend on
-what they detect. The parts besides the model (decode, tracking and drawing on the clip's
-true people, encode) are timed alone as ms per frame.
+what they detect, except through the number of detections (each is unmolded, its mask pasted
+into the frame, tracked and written): `detections_per_frame` says how many. The parts besides
+the model (decode, tracking and drawing on the clip's true people, encode) are timed alone as
+ms per frame.
 """
 import argparse
 import sys
@@ -83,16 +85,20 @@ def preset_fps(name, path, out_dir):
     predictor.detect([first] * config.BATCH_SIZE)
     warmup = time.perf_counter() - began
     reader = open_video(path)
-    frames = 0
+    frames, detections, drawn = 0, 0, 0
     with _common.CpuMeter() as meter, VideoWriter(Path(out_dir) / f"{name}.mp4", 25.0) as w:
         pairs = predictor.predict_stream((f, f.image) for f in reader)
         for frame, result in track_results(pairs, PoseTracker()):
             w.write(draw_frame(frame.image, result))
             frames += 1
+            detections += len(result["rois"])
+            drawn += int((result["track_ids"] >= 0).sum())
     wall = meter.wall
     _common.log(f"{name}: {frames} frames in {wall:.1f} s")
     return {"fps": round(frames / wall, 3), "s_per_frame": round(wall / frames, 3),
             "frames": frames, "batch_size": config.BATCH_SIZE,
+            "detections_per_frame": round(detections / frames, 1),
+            "tracked_per_frame": round(drawn / frames, 1),
             "canvas": [config.IMAGE_MAX_DIM] * 2, "warmup_s": round(warmup, 2),
             "cpu": meter.report(), "runtime": cpu}
 
