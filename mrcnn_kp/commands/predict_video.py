@@ -119,7 +119,8 @@ def run(args):
             print(f"mrcnn-kp predict: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        frames, people, error = process_video(reader, predictor, out_dir, source.stem, args)
+        frames, people, error, interrupted = process_video(reader, predictor, out_dir,
+                                                           source.stem, args)
         processed += frames
         if error:
             print(f"mrcnn-kp predict: error: {error}; the {frames} frame(s) read before it "
@@ -130,12 +131,15 @@ def run(args):
             outputs = f"{source.stem}_pose.mp4, " + outputs
         print(f"{source.name}: {frames} frame(s) processed, {people} people tracked; "
               f"results in {out_dir}/ ({outputs})")
+        if interrupted:
+            break
     return 1 if failed or not processed else 0
 
 
 def process_video(reader, predictor, out_dir, stem, args):
-    """Detect, track, draw and write one video -> (frames processed, distinct
-    people tracked, error message or None). The json files are written whatever happens."""
+    """Detect, track, draw and write one video -> (frames processed, distinct people
+    tracked, error message or None, interrupted by Ctrl-C). The json files are written whatever
+    happens."""
     import numpy as np
     from keras.utils import Progbar
 
@@ -150,7 +154,7 @@ def process_video(reader, predictor, out_dir, stem, args):
                           smoothing=OneEuroFilter if args.smooth else None)
     writer = None if args.no_video else VideoWriter(out_dir / f"{stem}_pose.mp4",
                                                    reader.output_fps)
-    records, frames_table, people, error = [], [], set(), None
+    records, frames_table, people, error, interrupted = [], [], set(), None, False
     progbar = Progbar(reader.expected_frames(), unit_name="frame", stateful_metrics=["fps"])
     began = time.monotonic()
     file_name = Path(reader.name).name
@@ -177,11 +181,11 @@ def process_video(reader, predictor, out_dir, stem, args):
             fps = len(frames_table) / max(time.monotonic() - began, 1e-9)
             progbar.update(len(frames_table), [("fps", fps)])
     except KeyboardInterrupt:
-        error = f"{reader.name}: interrupted (Ctrl-C)"
+        error, interrupted = f"{reader.name}: interrupted (Ctrl-C)", True
     finally:
         if writer is not None:
             writer.close()
         atomic_write_text(out_dir / f"{stem}_pose.json", json.dumps(records))
         atomic_write_text(out_dir / f"{stem}_frames.json", json.dumps(frames_table, indent=1))
     print()
-    return len(frames_table), len(people), error or reader.error
+    return len(frames_table), len(people), error or reader.error, interrupted

@@ -23,9 +23,9 @@ def make_clip(path, frames):
     from mrcnn_kp.data.synthetic_video import Walker, moving_people_clip
     from mrcnn_kp.inference.video import VideoWriter
 
-    walkers = [Walker(start=(90, 250), velocity=(14, 0), height=190),
-               Walker(start=(590, 262), velocity=(-14, 0), height=180),
-               Walker(start=(330, 215), velocity=(0.5, 0), height=120)]
+    walkers = [Walker(start=(90, 205), velocity=(14, 0), height=170),
+               Walker(start=(560, 212), velocity=(-14, 0), height=165),
+               Walker(start=(330, 160), velocity=(0.5, 0), height=105)]
     images, truth = moving_people_clip(walkers, frames, size=(640, 360), seed=2)
     with VideoWriter(path, fps=12.0) as writer:
         for image in images:
@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--logs", default="logs")
     ap.add_argument("--config", default=None)
     ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--frame", type=int, default=14, help="the frame saved as --png")
+    ap.add_argument("--frame", type=int, default=8, help="the frame saved as --png")
     ap.add_argument("--out", default="pose_video_output")
     ap.add_argument("--png", default=None)
     args = ap.parse_args()

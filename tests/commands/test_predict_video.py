@@ -150,3 +150,24 @@ def test_maskrcnn_track_runs_the_real_tiny_model(clip, tmp_path):
         assert result["track_ids"].shape == (n,) and result["keypoints"].shape == (n, 17, 3)
         assert (result["track_ids"] >= 1).all()
     assert sum(len(r["rois"]) for r in results) > 0
+
+
+def test_ctrl_c_keeps_the_frames_done_and_stops(clip, truth_model, tmp_path, capsys,
+                                                monkeypatch):
+    calls = []
+    original = TruthPredictor._detect_images
+
+    def interrupted_on_third_batch(self, images, verbose):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, images, verbose)
+
+    monkeypatch.setattr(TruthPredictor, "_detect_images", interrupted_on_third_batch)
+    out = tmp_path / "out"
+    assert predict(clip[0], clip[0], "--output", out) == 1  # the second video is not started
+    captured = capsys.readouterr()
+    assert "walk.mp4: interrupted (Ctrl-C)" in captured.err
+    assert "walk_2" not in captured.out and len(calls) == 3
+    assert len(json.loads((out / "walk_frames.json").read_text())) == 4
+    assert len(list(video.open_video(out / "walk_pose.mp4"))) == 4
