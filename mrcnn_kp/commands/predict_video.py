@@ -156,7 +156,7 @@ def process_video(reader, predictor, out_dir, stem, args):
                                                    reader.output_fps)
     records, frames_table, people, error, interrupted = [], [], set(), None, False
     progbar = Progbar(reader.expected_frames(), unit_name="frame", stateful_metrics=["fps"])
-    began = time.monotonic()
+    began, counted = None, 0  # the rate counts from the first batch's end (not its trace)
     file_name = Path(reader.name).name
 
     def frames():
@@ -178,7 +178,9 @@ def process_video(reader, predictor, out_dir, stem, args):
                     people.add(track_id)
             if writer is not None:
                 writer.write(draw_frame(frame.image, result, min_score=args.picture_min_score))
-            fps = len(frames_table) / max(time.monotonic() - began, 1e-9)
+            if began is None:
+                began, counted = time.monotonic(), len(frames_table)
+            fps = (len(frames_table) - counted) / max(time.monotonic() - began, 1e-9)
             progbar.update(len(frames_table), [("fps", fps)])
     except KeyboardInterrupt:
         error, interrupted = f"{reader.name}: interrupted (Ctrl-C)", True

@@ -74,7 +74,8 @@ def main():
         print(f"{len(records)} detections, track ids {tracks}")
     if args.png:
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(picture)).save(args.png, optimize=True)
+        # 256 colours: a docs-sized file
+        Image.fromarray(np.asarray(picture)).quantize(256).save(args.png, optimize=True)
         print(f"frame {args.frame} -> {args.png}")
 
 
