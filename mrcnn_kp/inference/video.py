@@ -103,7 +103,7 @@ class VideoReader:
         self.error = None
         try:
             self.container = av.open(str(source), format=format, options=options or {})
-        except (av.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError) as exc:
             raise VideoError(f"{self.name}: not a readable video ({exc})") from exc
         if not self.container.streams.video:
             self.container.close()
@@ -160,7 +160,7 @@ class VideoReader:
                     if selection.done():
                         stopped = True
                         break
-        except (av.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError) as exc:
             at = "" if last_time is None else f" at {last_time:.2f} s"
             self.error = (f"{self.name}: decoding failed after {self.frames_read} frame(s)"
                           f"{at} ({exc}); the file is truncated or corrupt")
@@ -303,7 +303,7 @@ class VideoWriter:
             options["movflags"] = "frag_keyframe+empty_moov"
         try:
             self.container = self.av.open(str(self.path), "w", options=options)
-        except (self.av.FFmpegError, OSError) as exc:
+        except (self.av.error.FFmpegError, OSError) as exc:
             raise VideoError(f"{self.path}: cannot write a video there ({exc})") from exc
         codec = self._codec()
         rate = Fraction(self.fps).limit_denominator(1001)
