@@ -103,8 +103,9 @@ class VideoReader:
         self.error = None
         try:
             self.container = av.open(str(source), format=format, options=options or {})
-        except (av.error.FFmpegError, OSError) as exc:
-            raise VideoError(f"{self.name}: not a readable video ({exc})") from exc
+        except (av.error.FFmpegError, OSError, ValueError) as exc:  # ValueError: no such format
+            what = f"cannot open {source}" if format else "not a readable video"
+            raise VideoError(f"{self.name}: {what} ({exc})") from exc
         if not self.container.streams.video:
             self.container.close()
             raise VideoError(f"{self.name}: no video stream in the file")

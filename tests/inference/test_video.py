@@ -99,3 +99,8 @@ def test_camera_sources_per_platform():
     assert video.camera_source("Cam", "win32") == ("video=Cam", "dshow")
     with pytest.raises(video.VideoError, match="DirectShow device name"):
         video.camera_source(0, "win32")
+
+
+def test_a_missing_camera_is_reported(av, tmp_path):
+    with pytest.raises(video.VideoError, match="camera 7: cannot open"):
+        video.VideoReader(tmp_path / "video7", format="v4l2", name="camera 7")
