@@ -3,7 +3,7 @@
 The model is a stand-in that "detects" the true people of the clip: it finds which original
 frame a decoded frame is (nearest in pixels) and returns that frame's true poses, so the test
 checks decoding, batching, tracking, drawing and the files, not a model's accuracy. One test
-runs the real TinyConfig model (random weights) through MaskRCNN.track.
+runs the real TinyConfig model (random weights) through MaskRCNN.track and the command.
 """
 import json
 
@@ -136,7 +136,9 @@ def test_frames_folder_is_read_as_a_video(clip, truth_model, tmp_path, capsys):
     assert len(list(video.open_video(out / "frames_pose.mp4"))) == 6
 
 
-def test_maskrcnn_track_runs_the_real_tiny_model(clip, tmp_path):
+def test_real_tiny_model_through_track_and_the_command(clip, tmp_path, monkeypatch, capsys):
+    """MaskRCNN.track and `mrcnn-kp predict` with the real TinyConfig model (random weights,
+    every detection kept), built once."""
     from mrcnn_kp.config import TinyConfig
     from mrcnn_kp.maskrcnn import MaskRCNN
 
@@ -150,6 +152,17 @@ def test_maskrcnn_track_runs_the_real_tiny_model(clip, tmp_path):
         assert result["track_ids"].shape == (n,) and result["keypoints"].shape == (n, 17, 3)
         assert (result["track_ids"] >= 1).all()
     assert sum(len(r["rois"]) for r in results) > 0
+
+    monkeypatch.setattr(predictor_lib, "load_predictor",
+                        lambda config, weights=None: (model._predictor, None))
+    out = tmp_path / "out"
+    assert predict(short, "--output", out, "--picture-min-score", "0") == 0
+    assert "short.mp4: 4 frame(s) processed" in capsys.readouterr().out
+    records = json.loads((out / "short_pose.json").read_text())
+    assert len(records) == sum(len(r["rois"]) for r in results)
+    assert all(r["track_id"] >= 1 and len(r["keypoints"]) == 51 for r in records)
+    written = list(video.open_video(out / "short_pose.mp4"))
+    assert len(written) == 4 and written[0].image.shape == (SIZE[1], SIZE[0], 3)
 
 
 def test_ctrl_c_keeps_the_frames_done_and_stops(clip, truth_model, tmp_path, capsys,
