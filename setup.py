@@ -32,6 +32,8 @@ setup(
         # torchvision itself, for tests/test_torchvision_weights.py in this venv (otherwise it
         # runs torchvision from $PEERS_TV_PYTHON); the converter needs neither
         "torchvision": ["torch>=2.4", "torchvision>=0.19"],
+        # `mrcnn-kp predict` on videos and cameras, MaskRCNN.track (PyAV: FFmpeg in the wheel)
+        "video": ["av>=12"],
     },
     entry_points={"console_scripts": ["mrcnn-kp=mrcnn_kp.cli:main"]},
     license="MIT",

@@ -11,6 +11,8 @@
     model = MaskRCNN(mode="inference", config=config, model_dir="logs")
     model.load_weights("last")                      # = model.find_last()
     results = model.detect([image])                 # rois, class_ids, scores, masks, keypoints
+    for result in model.track("clip.mp4"):          # per frame, plus "track_ids"
+        ...
 
     model = MaskRCNN.from_preset("torchvision-coco")  # named weights: downloaded, checked,
                                                       # converted and cached on first use
@@ -182,8 +184,40 @@ class MaskRCNN:
         original-image pixels); see mrcnn_kp.inference.predictor."""
         if self.mode != "inference":
             raise ValueError("detect() needs a model created with mode='inference'")
+        return self._inference_predictor().detect(images, verbose=verbose)
+
+    def track(self, frames, batch_size=None, **tracker_options):
+        """People tracked through a video, lazily: one result dict per frame, as detect() plus
+        "track_ids" int32 [n] (a person's id through the video; -1: scoring under min_score).
+
+        frames: an iterable of images in order, or a video file / folder of numbered frames
+            (mrcnn_kp.inference.video.open_video; a truncated file raises VideoError after the
+            frames read before the damage).
+        tracker_options: of mrcnn_kp.inference.tracking.PoseTracker (max_lost, min_score,
+            min_similarity, oks_weight, smoothing).
+        """
+        from mrcnn_kp.inference.tracking import PoseTracker, track_results
+
+        predictor = self._inference_predictor()
+        reader = None
+        if isinstance(frames, (str, os.PathLike)):
+            from mrcnn_kp.inference.video import open_video
+
+            reader = open_video(frames)
+            frames = ((frame, frame.image) for frame in reader)
+        pairs = predictor.predict_stream(frames, batch_size=batch_size)
+        for _, result in track_results(pairs, PoseTracker(**tracker_options)):
+            yield result
+        if reader is not None and reader.error:
+            from mrcnn_kp.inference.video import VideoError
+
+            raise VideoError(reader.error)
+
+    def _inference_predictor(self):
+        if self.mode != "inference":
+            raise ValueError("detect() and track() need a model created with mode='inference'")
         if self._predictor is None:
             from mrcnn_kp.inference.predictor import Predictor
 
             self._predictor = Predictor(self.keras_model, self.config)
-        return self._predictor.detect(images, verbose=verbose)
+        return self._predictor

@@ -39,3 +39,23 @@ def keras_backend():
     import keras
 
     return keras.backend.backend()
+
+
+def require_optional(module, install):
+    """Import an optional dependency, or skip the test saying how to install it; under CI=true
+    (where requirements-test.txt installs it) a missing one fails the test."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"{module} is not installed ({install})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def av():
+    """PyAV, for the video tests (pip install 'mrcnn_kp[video]')."""
+    return require_optional("av", "pip install 'mrcnn_kp[video]'")

@@ -209,3 +209,12 @@ def test_canvas_for_the_issue_sizes_and_the_config_it_makes():
     assert tuple(metas[0, 7:12]) == (16, 10, 816, 1077, 1.0)  # unscaled, centred
     square = _common.make_config("default", 1088)
     assert tuple(square.IMAGE_SHAPE) == (1088, 1088, 3) and square.IMAGE_CANVAS_SHAPE == ()
+
+
+def test_bench_video_reports_frames_per_second(tmp_path, av):
+    result = run_script("bench_video.py", "--small", out=tmp_path / "video.json")
+    assert result["size"] == [160, 90] and result["frames"] == 4
+    tiny = result["presets"]["tiny"]
+    assert tiny["frames"] == 4 and tiny["fps"] == pytest.approx(1 / tiny["s_per_frame"], rel=0.02)
+    assert tiny["detections_per_frame"] >= tiny["tracked_per_frame"] >= 0
+    assert set(result["parts_ms_per_frame"]) == {"decode", "track", "draw", "encode"}

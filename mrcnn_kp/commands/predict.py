@@ -1,4 +1,5 @@
-"""`mrcnn-kp predict`: detect people and joints in image files or folders.
+"""`mrcnn-kp predict`: detect people and joints in image files or folders (and videos:
+mrcnn_kp/commands/predict_video.py).
 
     mrcnn-kp predict photos/ extra.jpg --weights last --output predictions/
     mrcnn-kp predict photo.jpg --weights torchvision-coco     # named weights, cached
@@ -186,7 +187,8 @@ def model_errors():
 
 # ---------------------------------------------------------------------------- predict
 def add_arguments(parser):
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="*",
+                        help="image files and/or folders of images, or video files (see video)")
     add_model_arguments(parser)
     parser.add_argument("--output", "-o", default="predictions",
                         help="folder for the PNGs and predictions.json (default: predictions)")
@@ -198,6 +200,9 @@ def add_arguments(parser):
     parser.add_argument("--picture-min-score", type=float, default=PICTURE_MIN_SCORE,
                         help="draw only detections scoring at least this (default "
                              f"{PICTURE_MIN_SCORE}; predictions.json keeps them all)")
+    from mrcnn_kp.commands import predict_video
+
+    predict_video.add_arguments(parser)
 
 
 def collect_files(inputs, recursive=False):
@@ -250,8 +255,13 @@ def results_records(result, image_id, file_name):
 
 
 def run(args):
+    from mrcnn_kp.commands import predict_video
     from mrcnn_kp.inference.predictor import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
+    if predict_video.wants_video(args):
+        return predict_video.run(args)
+    if not args.inputs:
+        return report_error("predict", "no inputs: give image files, folders or videos")
     files, problems = collect_files(args.inputs, args.recursive)
     for message in problems:
         print(f"skipped {message}", file=sys.stderr)

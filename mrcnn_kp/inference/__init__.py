@@ -5,6 +5,10 @@
 - coco_eval.py   detections -> COCO results json -> pycocotools COCOeval -> summary dicts
 - visualize.py   boxes, masks and the COCO skeleton with matplotlib, saved as PNG
 - export.py      deployment formats
+- video.py       frames from video files, numbered-frame folders and cameras; video writing (PyAV)
+- tracking.py    PoseTracker: a person's id across frames (OKS + box IoU, optimal assignment)
+- smoothing.py   the One-Euro filter for joints over time
+- overlay.py     detections drawn into a frame's pixels (fast enough for every frame)
 
 Importing this package does not import Keras or TensorFlow.
 """
