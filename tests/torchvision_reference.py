@@ -145,7 +145,7 @@ def main():
     ap.add_argument("--score-thresh", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spread", type=float, default=1.0,
-                    help="scale of the re-drawn RPN and class-score weights (see randomize)")
+                    help="scale of the re-drawn RPN and box-predictor weights (see randomize)")
     ap.add_argument("--bn-eps", type=float, default=None,
                     help="batch-norm epsilon of every batch-norm layer (torchvision runs its "
                          "published COCO_V1 weights with 0: overwrite_eps)")
