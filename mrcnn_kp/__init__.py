@@ -9,3 +9,13 @@ import os as _os
 _os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 from mrcnn_kp.config import Config  # noqa: E402,F401
+
+
+def __getattr__(name):
+    """`mrcnn_kp.MaskRCNN` (matterport's `modellib.MaskRCNN`) without importing TensorFlow on
+    `import mrcnn_kp`: the model class loads on first use."""
+    if name == "MaskRCNN":
+        from mrcnn_kp.maskrcnn import MaskRCNN
+
+        return MaskRCNN
+    raise AttributeError(f"module 'mrcnn_kp' has no attribute {name!r}")
