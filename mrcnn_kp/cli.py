@@ -93,8 +93,8 @@ def main(argv=None):
 
 def requested_canvas(args):
     """IMAGE_MAX_DIM of the config a command will use, when the command line says it (the demo's
-    preset, or a --config preset or json, with train's --set overrides); None when it is left
-    to the weights' saved config, or when --config or --set is unusable (the command itself
+    preset, a --config preset or json, train's default preset, with train's --set overrides);
+    None when it is left to the weights' saved config, or when --config or --set is unusable (the command itself
     reports that)."""
     from mrcnn_kp.commands.predict import CommandError, load_config_arg
     from mrcnn_kp.config import CpuDemoConfig
@@ -102,6 +102,12 @@ def requested_canvas(args):
     if args.command == "demo":
         return CpuDemoConfig.IMAGE_MAX_DIM
     name = getattr(args, "config", None)
+    if not name and args.command == "train":
+        from mrcnn_kp import weights_presets
+
+        if weights_presets.is_named(getattr(args, "weights", None) or ""):
+            return None  # the named weights' own config, known once they are fetched
+        name = "default"  # what train builds without --config
     if not name:
         return None
     try:

@@ -72,5 +72,7 @@ def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
         ["train", "--config", "coco_cpu", "--set", "IMAGE_MAX_DIM"])) is None  # train says why
     assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
     assert requested_canvas(parser.parse_args(
+        ["train", "--weights", "torchvision-coco"])) is None  # the named weights' config
+    assert requested_canvas(parser.parse_args(
         ["evaluate", "--dataset", "a.json", "--config", str(config_json)])) == 448
     assert requested_canvas(parser.parse_args(["predict", "x.jpg"])) is None  # from the weights
