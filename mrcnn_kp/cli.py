@@ -5,17 +5,27 @@ It imports TensorFlow/Keras inside `run`, so `mrcnn-kp --help` stays instant. A 
 whose module does not exist yet answers that it is not built and exits with status 2.
 
 TensorFlow's C++ start-up lines (oneDNN, absl, XLA, cpu_feature_guard) are off for every
-command: TF_CPP_MIN_LOG_LEVEL=2 is set before TensorFlow is imported, unless the user set
-TF_CPP_MIN_LOG_LEVEL or passed --verbose. Our own warnings (the mrcnn_kp loggers) and
-TensorFlow's errors still show.
+command unless the user set TF_CPP_MIN_LOG_LEVEL or passed --verbose: TF_CPP_MIN_LOG_LEVEL=2
+is set before TensorFlow is imported (INFO and WARNING lines of its runtime hidden), and the
+import itself runs with the process's stderr captured, because some of those lines (oneDNN's
+notice, absl's preamble) are printed while TensorFlow's libraries load, before it reads the
+variable; whatever else the import prints is passed on. Our own warnings (the mrcnn_kp
+loggers) and TensorFlow's ERROR lines still show.
 """
 import argparse
 import importlib
 import os
+import re
 import sys
+import tempfile
 
 # TF_CPP_MIN_LOG_LEVEL: 0 everything, 1 no INFO, 2 no INFO or WARNING, 3 errors hidden too
 QUIET_TF_LOG_LEVEL = "2"
+# an INFO or WARNING line of TensorFlow's C++ logging ("I0000 00:00:1796637016.715632  31653
+# port.cc:153] ...": month-day, hours:minutes:seconds, thread, file:line)
+# and absl's preamble to the first one
+TF_START_UP_LINE = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d[\d.]*\s+\d+ \S+:\d+\] "
+                              r"|^WARNING: All log messages before absl::InitializeLog\(\)")
 
 # name -> one-line help; the order is the order `--help` lists them.
 SUBCOMMANDS = {
@@ -72,8 +82,37 @@ def quiet_tensorflow(argv, environ=os.environ):
     return environ.get("TF_CPP_MIN_LOG_LEVEL")
 
 
+def import_tensorflow_quietly():
+    """Import TensorFlow (the Keras backend, unless KERAS_BACKEND names another) with file
+    descriptor 2 sent to a temporary file, then pass on every line of it that is not one of
+    TensorFlow's INFO/WARNING lines: an import error or a Python warning still shows."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" \
+            or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass  # the command's own import of it raises again, with stderr restored
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+        kept = [line for line in text.splitlines(keepends=True)
+                if not TF_START_UP_LINE.match(line)]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet = "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     quiet_tensorflow(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -85,6 +124,8 @@ def main(argv=None):
         print(f"mrcnn-kp {args.command}: not built yet in this version of mrcnn_kp.",
               file=sys.stderr)
         return NOT_BUILT
+    if quiet:
+        import_tensorflow_quietly()
     from mrcnn_kp.ops.backend import tune_cpu_threads
 
     tune_cpu_threads(canvas=requested_canvas(args))

@@ -31,7 +31,7 @@ def test_no_command_prints_help(capsys):
 # ------------------------------------------------------------------ TensorFlow's C++ log lines
 # what TensorFlow's C++ runtime prints at start-up: "I0000 00:00:... cpu_feature_guard.cc:..]",
 # the absl preamble, oneDNN's and XLA's notices
-TF_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
+TF_LINE = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
                      r"cpu_feature_guard|XLA service|StreamExecutor")
 
 
@@ -79,3 +79,17 @@ def test_the_users_own_tf_log_level_and_verbose_are_respected():
     assert parser.parse_args(["--verbose", "train"]).verbose
     assert parser.parse_args(["train", "--verbose"]).verbose
     assert not parser.parse_args(["train"]).verbose
+
+
+def test_the_start_up_filter_drops_tensorflows_info_and_warning_lines_only():
+    dropped = ["WARNING: All log messages before absl::InitializeLog() is called are written to "
+               "STDERR\n",
+               "I0000 00:00:1796637016.715632   31653 port.cc:153] oneDNN custom operations are "
+               "on.\n",
+               "W1207 08:30:01.123456  4242 cpu_feature_guard.cc:210] This TensorFlow binary\n"]
+    kept = ["E0000 00:00:1796636954.561637   26447 util.cc:131] oneDNN supports DT_INT32 only\n",
+            "WARNING mrcnn_kp.training: loss is NaN\n",
+            "mrcnn-kp convert: error: x.pth: no such file\n",
+            "ImportError: libcudart.so.12: cannot open shared object file\n"]
+    assert [bool(cli.TF_START_UP_LINE.match(line)) for line in dropped + kept] == \
+        [True] * 3 + [False] * 4

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DRIVER = os.path.join(HERE, "fault_driver.py")
 # TensorFlow's C++ start-up lines (as in tests/test_cli.py)
-TF_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
+TF_LINE = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d|absl::InitializeLog|oneDNN custom operations|"
                      r"cpu_feature_guard|XLA service|StreamExecutor")
 
 
