@@ -255,7 +255,7 @@ PERSON_BOXES = np.array([[0.09, 0.19, 0.28, 0.88], [0.37, 0.12, 0.56, 0.94],
 
 
 def training_batch(config, height, width, seed=10):
-    """The training model's batch dict (docs/ARCHITECTURE.md): BATCH_SIZE random images of
+    """The training model's batch dict (docs/DESIGN.md): BATCH_SIZE random images of
     height x width molded into the canvas, each with torchvision's 3 persons (17 joints,
     ~20 % unlabeled) and box-shaped mini masks."""
     from mrcnn_kp.data.targets import rpn_targets_for_config

@@ -1,4 +1,4 @@
-"""The assembled models: contract of docs/ARCHITECTURE.md, shared layers, a model.fit of two
+"""The assembled models: contract of docs/DESIGN.md, shared layers, a model.fit of two
 steps, graph-mode inference, the debug outputs, the no-mask variant and the parameter counts
 against matterport's file and torchvision's keypointrcnn_resnet50_fpn."""
 import keras
