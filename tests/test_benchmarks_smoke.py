@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end with --small (TinyConfig, eager) and print the JSON
-keys RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
+keys docs/RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
 not part of the test environment)."""
 import json
 import os
