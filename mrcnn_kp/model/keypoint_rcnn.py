@@ -11,7 +11,7 @@
 are even the same graph nodes), so they share every weight; `build_training_model(config)` and
 `build_inference_model(config)` build one of them. Inputs and outputs follow
 docs/DESIGN.md. Weights move between separately built models by layer name
-(mrcnn_kp.weights), and every layer name follows ../shared/DESIGN.md.
+(mrcnn_kp.weights), and every layer name follows docs/DESIGN.md.
 
 The training model is a `KeypointRCNNTrainingModel`: `compile(optimizer)` (no loss argument)
 then `fit(batches)` where each batch is the input dict; its `compute_loss` is the sum of

@@ -12,7 +12,7 @@ from mrcnn_kp.model.keypoint_rcnn import (INFERENCE_OUTPUTS, build_inference_mod
 from model_batches import BATCH_KEYS, make_batch
 
 TORCHVISION_KEYPOINTRCNN_R50_FPN = 59_137_258  # sum(p.numel() for p in model.parameters())
-MATTERPORT_R50_2_CLASSES = 44_662_942  # mask_rcnn_coco.h5 layout, 2 classes (MATTERPORT_COMPAT)
+MATTERPORT_R50_2_CLASSES = 44_662_942  # mask_rcnn_coco.h5 layout, 2 classes (docs/MATTERPORT.md)
 
 
 @pytest.fixture(scope="module")
