@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("MRCNN_KP_PEERS", ROOT.parent / "shared" / "peers"))
 TORCHVISION_PYTHON = Path(os.environ.get("MRCNN_KP_TV_PYTHON", "/tmp/peers/tv/bin/python"))
 
-# Input sizes of the issue (height, width). Our canvas is static, in multiples of 64: by default
+# Benchmark input sizes (height, width). Our canvas is static, in multiples of 64: by default
 # the smallest that holds the image unscaled (canvas_for: 800 x 1067 -> 832 x 1088, 4 % more
 # pixels than torchvision's 800 x 1088 batch padding); --square-canvas gives the square of the
-# long side (1088 x 1088, 36 % more), the only canvas before IMAGE_CANVAS_SHAPE.
+# long side (1088 x 1088, 36 % more), the default config's square canvas.
 SIZES = {"800x1067": (800, 1067), "1024x1024": (1024, 1024)}
 
 
@@ -42,7 +42,7 @@ def canvas_for(height, width, square=False):
 # cost: its RPN head's 3x3 conv is as wide as the FPN (256; matterport's is 512, +67 GFLOP
 # at 832 x 1088), and it has no mask head.
 TORCHVISION_ARCHITECTURE = dict(RPN_CONV_CHANNELS=256, USE_MASK_HEAD=False)
-# ... and its training setup (../shared/peers/bench_torchvision.py): 512 RoIs per image in
+# ... and its training setup (torchvision_side.py): 512 RoIs per image in
 # the box head, 32 positive RoIs per image in the keypoint head.
 TORCHVISION_LIKE = dict(TORCHVISION_ARCHITECTURE, TRAIN_ROIS_PER_IMAGE=512,
                         ROI_POSITIVE_RATIO=0.25, KEYPOINT_ROIS_PER_IMAGE=32)
@@ -255,7 +255,7 @@ PERSON_BOXES = np.array([[0.09, 0.19, 0.28, 0.88], [0.37, 0.12, 0.56, 0.94],
 
 
 def training_batch(config, height, width, seed=10):
-    """The training model's batch dict (docs/ARCHITECTURE.md): BATCH_SIZE random images of
+    """The training model's batch dict (docs/DESIGN.md): BATCH_SIZE random images of
     height x width molded into the canvas, each with torchvision's 3 persons (17 joints,
     ~20 % unlabeled) and box-shaped mini masks."""
     from mrcnn_kp.data.targets import rpn_targets_for_config

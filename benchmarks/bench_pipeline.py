@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def coco_mini_dir():
-    return Path(os.environ.get("MRCNN_KP_COCO_MINI",
-                               ROOT.parent / "shared" / "data" / "coco_kp_mini" / "train"))
+    """The COCO keypoint subset named by $MRCNN_KP_COCO_MINI (a folder holding
+    person_keypoints_train.json and images/), or None."""
+    path = os.environ.get("MRCNN_KP_COCO_MINI")
+    return Path(path) if path else None
 
 
 def load_dataset(kind, num_images):
@@ -34,7 +34,7 @@ def load_dataset(kind, num_images):
     from mrcnn_kp.data.synthetic import synthetic_dataset
 
     root = coco_mini_dir()
-    if kind in ("auto", "coco") and (root / "person_keypoints_train.json").is_file():
+    if kind in ("auto", "coco") and root and (root / "person_keypoints_train.json").is_file():
         return "coco_kp_mini", CocoKeypointDataset(root / "person_keypoints_train.json",
                                                    root / "images", max_images=num_images)
     if kind == "coco":

@@ -15,7 +15,7 @@ forward and the backward that the trainable layers need (weight gradients, input
 after the first trainable layer; the loss and target layers' few FLOPs aside); gflop_per_s,
 and utilization of the matmul peak measured in the same process follow. Each batch size runs
 in its own subprocess, so its peak RSS is its own.
---torchvision-like matches ../shared/peers/bench_torchvision.py: 512 RoIs per image in the box
+--torchvision-like matches torchvision's training set-up (torchvision_side.py): 512 RoIs per image in the box
 head, 32 in the keypoint head, no mask head, and the trainer's stage "3+" (conv1 and res2
 frozen: torchvision's trainable_backbone_layers=3; batch norm frozen with no trainable
 gamma/beta, like its FrozenBatchNorm2d: TRAIN_BN False, the default). Without it every layer

@@ -1,31 +1,31 @@
 #!/usr/bin/env python
 """Ours next to torchvision's keypointrcnn_resnet50_fpn in ONE run, as ratios: one JSON line.
 
-    bash ../shared/peers/setup_torchvision.sh           # once: torch + torchvision venv
+    # once: a python with torch and torchvision at $MRCNN_KP_TV_PYTHON (benchmarks/README.md)
     python benchmarks/compare_torchvision.py            # 800x1067, N = 1/10/50, batch 1, 2
     python benchmarks/compare_torchvision.py --size 1024x1024 --persons 1,50 --batches 1
     python benchmarks/compare_torchvision.py --small    # 96x128, seconds (tests)
 
 The three parts run one after the other (never at the same time), each in its own process:
 torchvision (through MRCNN_KP_TV_PYTHON, default /tmp/peers/tv/bin/python, reusing the
-model, probes and train step of ../shared/peers/bench_torchvision.py), then ours
+model, probes and train step of bench_torchvision.py in $MRCNN_KP_PEERS), then ours
 (bench_model.py --torchvision-like, bench_train.py --torchvision-like). Like for like:
 - same image size (torchvision pads 800x1067 to 800x1088; our static canvas is the smallest
-  in multiples of 64, 832x1088, 4 % more pixels; --square-canvas: 1088x1088, 36 % more, as
-  before IMAGE_CANVAS_SHAPE), batch 1 inference, random weights on both sides;
+  in multiples of 64, 832x1088, 4 % more pixels; --square-canvas: 1088x1088, 36 % more, the
+  default config's square canvas), batch 1 inference, random weights on both sides;
 - N boxes through the keypoint head: torchvision box_score_thresh 0 and
   detections_per_img N; ours DETECTION_MIN_CONFIDENCE 0 and DETECTION_MAX_INSTANCES N;
 - the same network where the default (matterport) config costs more: no mask head on our
   side (torchvision's keypointrcnn has none) and the RPN's 3x3 conv 256 wide, not
-  matterport's 512 (_common.TORCHVISION_ARCHITECTURE; before session 4 ours ran 512);
+  matterport's 512 (_common.TORCHVISION_ARCHITECTURE);
 - train step: 512 RoIs per image in the box head, 32 positive RoIs per image in the keypoint
   head, conv1 + res2 frozen, frozen batch norm, SGD(1e-4, momentum 0.9, wd 1e-4).
 ratios.* = ours / torchvision (below 1: ours is faster or smaller). flops.*: each side's
 GFLOP per call (ours: mrcnn_kp.model.flops; torchvision: torch.utils.flop_counter, both 2 per
 multiply-add), GFLOP/s, and utilization = GFLOP/s over the matmul peak each side measures in
 its own process (bench_model/bench_train's matmul_peak_gflop_per_s; torch.matmul).
-Targets (issue 12, CPU): inference <= 0.6, train step <= 0.8, peak memory <= 1, inference
-nearly flat in N.
+targets / targets_met: the ratios the JSON compares against (TARGETS: inference <= 0.6,
+train step <= 0.8, peak memory <= 1).
 """
 import argparse
 import copy
@@ -154,7 +154,7 @@ def main():
             result["torchvision"] = {"error": str(error)}
     else:
         result["torchvision"] = {"error": f"no torchvision venv at {_common.TORCHVISION_PYTHON}:"
-                                          f" run ../shared/peers/setup_torchvision.sh"}
+                                          f" set MRCNN_KP_TV_PYTHON to a python with torch and torchvision"}
     # ours: inference (no mask head), then training (torchvision's RoI counts)
     common = ["--repeats", args.repeats] + (["--small"] if args.small else ["--size", args.size])
     common += ["--square-canvas"] * args.square_canvas + ["--precision", args.precision]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's GPU figures in one command, for a machine with an NVIDIA GPU, JAX (CUDA), PyTorch
+# Every GPU figure of the benchmarks in one command, for a machine with an NVIDIA GPU, JAX (CUDA), PyTorch
 # and torchvision but no TensorFlow (this project's lent device machine):
 #
 #     bash benchmarks/run_gpu.sh [infer|train|all]     # JSON lines in $OUT (default /tmp/gpu_bench)

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""torchvision's keypointrcnn_resnet50_fpn on any torch device (the GPU side of issue 12):
+"""torchvision's keypointrcnn_resnet50_fpn on any torch device (the GPU side of the benchmarks):
 one JSON line, the same cases and keys as bench_model.py / bench_train.py.
 
     python benchmarks/torchvision_side.py --device cuda --persons 1,10,50 --batches 2,8
     python benchmarks/torchvision_side.py --device cuda --precision amp_bf16
     python benchmarks/torchvision_side.py --device cpu --small          # seconds (tests)
 
-Runs where torch and torchvision are installed (the GPU machine's python3; here the peers
+Runs where torch and torchvision are installed (a GPU machine's python3, or a torchvision
 venv), without mrcnn_kp or Keras (of this folder it needs only _common's plain helpers). On
-the CPU, compare_torchvision.py runs ../shared/peers/bench_torchvision.py instead; this
+the CPU, compare_torchvision.py runs bench_torchvision.py from $MRCNN_KP_PEERS instead; this
 script builds the same network: ResNet-50 FPN with FrozenBatchNorm2d and
 trainable_backbone_layers 3 (as with pretrained weights), random weights (seed 0), 2 classes,
 17 keypoints. Inference: batch 1, box_score_thresh 0 and detections_per_img N, so N boxes go

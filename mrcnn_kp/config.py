@@ -83,7 +83,7 @@ class Config:
     TRAIN_BN = False  # False: batch-norm frozen (inference mode) while training
     # Moving-statistics momentum of trained batch-norm (Keras' 0.99). Training from scratch or
     # with a fast optimizer, 0.99 lags the weights: inference then normalises with stale
-    # statistics (the demo scored 0 for every person while its training class loss was 0.24).
+    # statistics (a model with a low training loss can then score every person near 0).
     BN_MOMENTUM = 0.99
     # Batch-norm epsilon of the ResNet backbone; None: the layout's own (matterport 1e-3,
     # torchvision 1e-5). torchvision runs its published COCO_V1 keypoint weights with 0
@@ -563,7 +563,7 @@ class CocoCpuConfig(Config):
     """Real COCO people on a CPU: ImageNet EfficientNet-Lite0 at 512 px, scale jitter, batch 2,
     AdamW.
 
-    The recipe of `mrcnn-kp train --config coco_cpu --pretrained imagenet` (README, issue 13:
+    The recipe of `mrcnn-kp train --config coco_cpu --pretrained imagenet` (docs/RESULTS.md:
     held-out keypoint AP 0.104 after 113 min on 2 cores): at 384 px without jitter the same
     schedule plateaued at 0.06-0.07 from the 24th epoch on, memorising the 827 training images
     (APm 0.006: a medium person was 20-60 px tall); 512 px with scale jitter 0.7-1.4 kept the
@@ -606,7 +606,7 @@ class CocoCpuConfig(Config):
     DETECTION_NMS_THRESHOLD = 0.5
     OPTIMIZER = "adamw"
     # heads and 4+ at 1e-3, all at 1e-4 (train's stage factor): at 2e-4 the keypoint loss
-    # stalled at 6.1 and held-out keypoint AP was 0.031; at 1e-3 it fell to 5.2 (README run)
+    # stalled at 6.1 and held-out keypoint AP was 0.031; at 1e-3 it fell to 5.2 (docs/RESULTS.md)
     LEARNING_RATE = 0.001
     WEIGHT_DECAY = 0.0001
     LR_SCHEDULE = "cosine"
@@ -620,7 +620,7 @@ PRESETS = {"default": Config, "tiny": TinyConfig, "cpu_demo": CpuDemoConfig,
 
 class MatterportConfig(Config):
     """matterport's Mask_RCNN, to run its weights (mask_rcnn_coco.h5, Mask_RCNN_Humanpose .h5)
-    and reproduce its inference numbers (../shared/MATTERPORT_COMPAT.md).
+    and reproduce its inference numbers (docs/MATTERPORT.md).
 
     matterport's own defaults (ResNet-101, 81 COCO classes as mask_rcnn_coco.h5, 1024 px square,
     6000 anchors before NMS at 0.7 -> 1000 ROIs, per-class NMS 0.3, 100 detections at >= 0.7)

@@ -1,6 +1,6 @@
 """COCO person-keypoint facts: joint names, skeleton, flip pairs and OKS sigmas.
 
-All indices are 0-based and in COCO order (../shared/DESIGN.md, "Fixed facts").
+All indices are 0-based and in COCO order (docs/DESIGN.md, "Fixed facts").
 """
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""matterport's inference pre- and post-processing, written out from ../shared/MATTERPORT_COMPAT.md
+"""matterport's inference pre- and post-processing, written out from docs/MATTERPORT.md
 step by step with numpy, TensorFlow's own ops (tf.nn.top_k, tf.image.non_max_suppression,
 tf.image.crop_and_resize, the ops matterport's graph uses) and skimage (its resize), for the
 tests of the matterport preset. Independent of the package: nothing here imports mrcnn_kp.
@@ -49,7 +49,7 @@ def apply_deltas_and_clip(boxes, deltas, std, window):
 
 
 def anchors(scales, ratios, shapes, strides, image_side):
-    """matterport utils.generate_pyramid_anchors + norm_boxes, following the COMPAT facts:
+    """matterport utils.generate_pyramid_anchors + norm_boxes, as docs/MATTERPORT.md states it:
     centres (y * stride, x * stride), h = s / sqrt(r), w = s * sqrt(r); row, column, ratio."""
     out = []
     for scale, (rows, cols), stride in zip(scales, shapes, strides):
@@ -64,7 +64,7 @@ def anchors(scales, ratios, shapes, strides, image_side):
 
 
 def proposals(probs, deltas, anchors, pre_nms_limit, count, threshold, std):
-    """matterport's ProposalLayer, step by step as ../shared/MATTERPORT_COMPAT.md states it, on
+    """matterport's ProposalLayer, step by step as docs/MATTERPORT.md states it, on
     normalised (y1, x1, y2, x2) anchors -> ([B, count, 4] normalised, zero padded, [B] kept)."""
     import tensorflow as tf
 
@@ -90,7 +90,7 @@ def norm_window_graph(window, side):
 
 
 def to_pixels(normalized, side):
-    """COMPAT's pixel <-> normalised rule, unrounded: (y1, x1, y2, x2) -> (x1, y1, x2, y2)."""
+    """matterport's pixel <-> normalised rule, unrounded: (y1, x1, y2, x2) -> (x1, y1, x2, y2)."""
     y1, x1, y2, x2 = np.moveaxis(normalized, -1, 0)
     s = side - 1.0
     return np.stack([x1 * s, y1 * s, x2 * s + 1, y2 * s + 1], axis=-1)
@@ -98,7 +98,7 @@ def to_pixels(normalized, side):
 
 def refine_detections(rois, probs, deltas, window, config):
     """matterport's refine_detections for one image, step by step as
-    ../shared/MATTERPORT_COMPAT.md states it: normalised (y1, x1, y2, x2) ROIs and window ->
+    docs/MATTERPORT.md states it: normalised (y1, x1, y2, x2) ROIs and window ->
     [D, 6] rows (y1, x1, y2, x2, class_id, score), zero padded."""
     import tensorflow as tf
 
@@ -128,7 +128,7 @@ def refine_detections(rois, probs, deltas, window, config):
 
 def resize_image(image, side):
     """matterport resize_image, mode "square", min_dim = max_dim = side, per
-    ../shared/MATTERPORT_COMPAT.md -> (uint8 [side, side, 3], window, scale)."""
+    docs/MATTERPORT.md -> (uint8 [side, side, 3], window, scale)."""
     import skimage.transform
 
     h, w = image.shape[:2]
@@ -147,7 +147,7 @@ def resize_image(image, side):
 
 
 def unmold_detections(detections, masks, original_shape, window, molded_side):
-    """matterport unmold_detections + utils.unmold_mask per the COMPAT file.
+    """matterport unmold_detections + utils.unmold_mask as docs/MATTERPORT.md states them.
 
     detections [D, 6] (normalised y1, x1, y2, x2, class_id, score); masks [D, 28, 28] of each
     detection's class -> (int32 boxes (y1, x1, y2, x2), class_ids, scores, bool [H, W, n])."""

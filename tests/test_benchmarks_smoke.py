@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end with --small (TinyConfig, eager) and print the JSON
-keys RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
+keys docs/RESULTS.md relies on; the torchvision side is covered by --skip-torchvision (its venv is
 not part of the test environment)."""
 import json
 import os
@@ -107,7 +107,7 @@ def test_flop_rate_and_the_matmul_peak():
 
 
 def test_bench_model_runs_on_jax_without_tensorflow(tmp_path):
-    """The GPU machine has JAX and PyTorch but no TensorFlow: the GPU figures of issue 12 are
+    """The GPU machine has JAX and PyTorch but no TensorFlow: our GPU figures are
     bench_model/bench_train under KERAS_BACKEND=jax, which must not import TensorFlow."""
     pytest.importorskip("jax")
     blocker = tmp_path / "no_tensorflow"
@@ -127,7 +127,7 @@ def test_bench_model_runs_on_jax_without_tensorflow(tmp_path):
 
 
 def test_torchvision_side_reports_the_same_keys_on_any_device(tmp_path):
-    """The GPU side of issue 12 for torchvision (run there by benchmarks/run_gpu.sh), here on
+    """torchvision's GPU side of the benchmarks (run there by benchmarks/run_gpu.sh), here on
     the CPU in the torchvision venv: the cases, FLOPs and memory it reports."""
     sys.path.insert(0, str(BENCH.parent / "tests"))
     from test_torchvision_weights import torchvision_python
@@ -197,7 +197,7 @@ def test_bench_box_head_fc_times_both_variants(tmp_path):
         fc["median_s"]["conv2d"] / fc["median_s"]["whole_input_conv2d"], rel=0.05)
 
 
-def test_canvas_for_the_issue_sizes_and_the_config_it_makes():
+def test_canvas_for_the_benchmark_sizes_and_the_config_it_makes():
     assert _common.canvas_for(800, 1067) == (832, 1088)  # torchvision pads to 800 x 1088
     assert _common.canvas_for(800, 1067, square=True) == (1088, 1088)
     assert _common.canvas_for(1024, 1024) == (1024, 1024)

@@ -22,7 +22,7 @@ def test_derived_values():
     assert c.BATCH_SIZE == 6
     assert c.IMAGE_SHAPE == (512, 512, 3)
     assert c.BACKBONE_SHAPES == ((128, 128), (64, 64), (32, 32), (16, 16), (8, 8))
-    # matterport's 65472 anchors at 512 px (../shared/MATTERPORT_COMPAT.md)
+    # matterport's 65472 anchors at 512 px (docs/MATTERPORT.md)
     assert c.NUM_ANCHORS == 65472
     assert c.IMAGE_META_SIZE == 14
 

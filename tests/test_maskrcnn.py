@@ -139,7 +139,7 @@ def test_modes_are_checked(trained, data):
 
 # ------------------------------------------------------------------ the matterport preset
 def matterport_heads(model, pooled, mask_pooled=None):
-    """matterport's classifier / mask heads (COMPAT: conv -> BN -> relu ..., softmax,
+    """matterport's classifier / mask heads (conv -> BN -> relu ..., softmax,
     sigmoid) wired here from the loaded model's layers by name: -> (probs [N, C], deltas
     [N, C, 4]) or the mask probabilities [N, 28, 28, C]."""
     from keras import ops
@@ -216,7 +216,7 @@ def test_matterport_preset_detect_equals_the_matterport_reference_chain(tmp_path
     trunk = keras.Model(net.input, [net.get_layer(n).output for n in (
         "fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6", "rpn_probs", "rpn_bbox")])
     *pyramid, rpn_probs, rpn_bbox = [np.asarray(t) for t in trunk.predict_on_batch(inputs)]
-    # matterport's RPN (COMPAT): per level P2..P6 the shared 3x3 conv, then (H, W, 6) logits
+    # matterport's RPN: per level P2..P6 the shared 3x3 conv, then (H, W, 6) logits
     # reshaped to (H * W * 3, 2) and softmaxed, (H, W, 12) deltas to (H * W * 3, 4)
     layer = net.get_layer
     shared = [layer("rpn_conv_shared")(p) for p in pyramid]

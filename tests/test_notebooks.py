@@ -5,7 +5,9 @@ written into a temporary folder points at sys.executable, so no `ipykernel insta
 with the small settings (MRCNN_KP_NOTEBOOK_SMALL=1), a temporary working directory, synthetic
 cache and model directory, and fails on the first cell that raises. The notebooks run in the
 order of NOTEBOOKS: train_synthetic writes the checkpoint that demo, inspect_model and
-inspect_weights then load (each also runs alone, on random weights, and says so).
+inspect_weights then load (each also runs alone, on random weights, and says so). Those three
+run once more on a model directory whose newest run is a model without a mask head (what
+train_synthetic and `mrcnn-kp demo` train in normal settings), beside the earlier runs.
 
 The saved copies in notebooks/ are refreshed with
 
@@ -216,6 +218,57 @@ def test_inspect_data_runs_top_to_bottom_with_real_coco(tmp_path, notebook_dirs,
     coco_cells = [c for c in notebook.cells if NO_SAVED_OUTPUT in c.metadata.get("tags", [])]
     # The COCO pictures are drawn when the data is there (and only left out of saved copies).
     assert coco_cells and any("image/png" in o.get("data", {}) for o in coco_cells[0].outputs)
+
+
+# A model without a mask head (USE_MASK_HEAD = False: CpuDemoConfig, which train_synthetic and
+# `mrcnn-kp demo` train in normal settings), found as the newest run beside earlier ones.
+MASKLESS_NOTEBOOKS = ("demo", "inspect_model", "inspect_weights")
+NO_MASKS = "no masks: this model has no mask head (USE_MASK_HEAD = False)"
+MASKLESS_EXPECTED_OUTPUT = {
+    "demo": [NO_MASKS, re.compile(r"left_wrist +\d+\.\d +\d+\.\d")],
+    "inspect_model": [NO_MASKS, "keypoint_logits          shape (8, 56, 56, 17)"],
+    "inspect_weights": [
+        "class-specific output layers: mrcnn_class_logits, mrcnn_bbox_fc",
+        "skipped 2 with other shapes: mrcnn_class_logits: file [(64, 81), (81,)] vs model "
+        "[(64, 2), (2,)]",
+        "excluded 2: mrcnn_class_logits, mrcnn_bbox_fc", "RPN included: True"],
+}
+
+
+@pytest.fixture(scope="module")
+def maskless_model_dir(tmp_path_factory, notebook_dirs):
+    """A model directory as a user's logs/ after several runs: the runs the notebooks above
+    wrote (when they ran first), then a newer one of a model without a mask head."""
+    import datetime
+    import shutil
+
+    from mrcnn_kp.config import TinyConfig
+    from mrcnn_kp.model.keypoint_rcnn import build_inference_model
+    from mrcnn_kp.training.checkpoints import checkpoint_path, find_last, run_dir_name
+    from mrcnn_kp.weights import save_weights
+
+    model_dir = tmp_path_factory.mktemp("maskless_logs")
+    earlier = notebook_dirs[1]
+    for run in earlier.iterdir():
+        shutil.copytree(run, model_dir / run.name)
+    config = TinyConfig(NAME="synthetic", USE_MASK_HEAD=False)
+    newer = datetime.datetime.now() + datetime.timedelta(hours=1)
+    run_dir = model_dir / run_dir_name(config, now=newer)
+    run_dir.mkdir()
+    path = checkpoint_path(run_dir, config, 3)
+    save_weights(build_inference_model(config), path, config=config)
+    assert find_last(model_dir, "synthetic") == str(path)
+    return model_dir
+
+
+@pytest.mark.parametrize("name", MASKLESS_NOTEBOOKS)
+def test_notebook_runs_on_the_newest_checkpoint_of_a_model_without_masks(
+        name, tmp_path, notebook_dirs, maskless_model_dir):
+    cache_dir, _ = notebook_dirs
+    notebook = execute_notebook(name, tmp_path, small_env(cache_dir, maskless_model_dir))
+    text = printed_text(notebook)
+    expected = MASKLESS_EXPECTED_OUTPUT[name] + [TRAINED_WEIGHTS + "0003"]
+    assert missing_expectations(text, expected) == []
 
 
 # ------------------------------------------------------------------------------ saving

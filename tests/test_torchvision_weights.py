@@ -1,8 +1,8 @@
 """mrcnn_kp.torchvision_weights and the LAYOUT "torchvision" model, against torchvision itself.
 
 The equivalence tests run torchvision's keypointrcnn_resnet50_fpn with seeded random weights
-(weights=None, weights_backbone=None, batch-norm and predictor layers re-drawn) in the
-torchvision venv of ../shared/peers/setup_torchvision.sh, through a subprocess
+(weights=None, weights_backbone=None, batch-norm and predictor layers re-drawn) in a
+torchvision venv of its own (.ci/run builds it), through a subprocess
 (tests/torchvision_reference.py) that exchanges a .pth and .npz files: torchvision never runs
 in this process, so the package and its test extra stay TensorFlow-only. The venv's python is
 $PEERS_TV_PYTHON, else <tmp>/peers/tv/bin/python, else this python when it has torchvision (the
@@ -50,8 +50,8 @@ def torchvision_python():
             and importlib.util.find_spec("torchvision") is not None:
         path = sys.executable
     if not os.path.exists(path):
-        message = (f"torchvision venv not found ({path}): run "
-                   f"`bash ../shared/peers/setup_torchvision.sh` or set PEERS_TV_PYTHON")
+        message = (f"torchvision venv not found ({path}): set PEERS_TV_PYTHON to a python "
+                   f"with torch and torchvision (.ci/run builds one)")
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)

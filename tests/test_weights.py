@@ -3,7 +3,7 @@
 Small stand-in models carry matterport's layer names and wrappers (conv1/bn_conv1, a nested
 functional `rpn_model`, TimeDistributed heads, a Dense class head); a training-like and an
 inference-like graph share the names but not the layer order, the way the real models do.
-Legacy files are written here with h5py in matterport's layout (see ../shared/MATTERPORT_COMPAT.md),
+Legacy files are written here with h5py in matterport's layout (see docs/MATTERPORT.md),
 independently of the loader.
 """
 import os

@@ -16,7 +16,7 @@
 `image_id` everywhere is the dataset's own index 0..num_images-1 (matterport's convention);
 `image_info[image_id]["id"]` keeps the source's id. Instances of a crowd region carry the
 negative class id (-1 for person), as in matterport. Coordinates are continuous pixels of the
-original image (docs/ARCHITECTURE.md).
+original image (docs/DESIGN.md).
 """
 import numpy as np
 from PIL import Image, UnidentifiedImageError

@@ -3,7 +3,7 @@
     train = DataGenerator(dataset, config, shuffle=True, augment=True, seed=0, workers=2)
     model.fit(train, epochs=..., shuffle=False)   # the generator shuffles, seeded, itself
 
-Each batch is the dict of docs/ARCHITECTURE.md ("A training batch"): input_image,
+Each batch is the dict of docs/DESIGN.md ("A training batch"): input_image,
 input_image_meta, input_rpn_match, input_rpn_bbox, input_gt_class_ids, input_gt_boxes,
 input_gt_masks, input_gt_keypoints (inputs only, no targets: the losses are model outputs).
 

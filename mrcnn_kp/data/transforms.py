@@ -6,7 +6,7 @@ square, or IMAGE_CANVAS_SHAPE (height, width); `canvas` arguments take an int si
 (height, width) pair). matterport writes the offset as
 `padding = [(top, bottom), (left, right), (0, 0)]`; the helpers here take that same `padding`
 (a negative top/left means the resized image was cropped, which only scale jitter does). Boxes are (x1, y1, x2, y2) and keypoints (x, y, v) in continuous pixel
-coordinates (docs/ARCHITECTURE.md), so a horizontal flip maps x to W - x.
+coordinates (docs/DESIGN.md), so a horizontal flip maps x to W - x.
 
 Images stay uint8 here; the pipeline casts once when it assembles a batch.
 """

@@ -23,7 +23,7 @@ Inside, the image is resized and padded exactly as `Predictor.mold_inputs` does
 centred zero padding), the model runs on the molded square, and the detections are un-molded
 as `predictor.unmold_detections` does. The SavedModel also has `serve_molded`, the raw model
 ({input_image [B, S, S, 3] float32, input_image_meta [B, M]} -> the molded-pixel dict of
-docs/ARCHITECTURE.md, B = config.BATCH_SIZE, static) for servers that batch and mold
+docs/DESIGN.md, B = config.BATCH_SIZE, static) for servers that batch and mold
 themselves.
 
 Exports need the TensorFlow backend (KERAS_BACKEND=tensorflow, the default).

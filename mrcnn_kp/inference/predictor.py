@@ -264,7 +264,7 @@ class Predictor:
     """Runs an inference model (mrcnn_kp.model.keypoint_rcnn.build_inference_model) on images.
 
     inference_model: a keras.Model taking {input_image, input_image_meta} and returning the
-        dict of docs/ARCHITECTURE.md (boxes, class_ids, scores, masks, keypoints,
+        dict of docs/DESIGN.md (boxes, class_ids, scores, masks, keypoints,
         num_detections in molded pixels).
     """
 

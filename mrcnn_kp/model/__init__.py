@@ -1,1 +1,1 @@
-"""mrcnn_kp.model (see ../shared/DESIGN.md for what lives here)."""
+"""mrcnn_kp.model (see docs/DESIGN.md for what lives here)."""

@@ -94,7 +94,8 @@ p = 0.78) on TensorFlow and on JAX (logits equal within 1e-5). Parameters: 3,371
 42,658,176 with BN statistics, equal to keras.applications' include_top=False counts.
 
 Initial weights are drawn with numpy (`HostVarianceScaling`): on JAX a backend initialiser
-compiles one RNG program per weight shape, which made building Lite0 take 40 s instead of 6 s.
+compiles one RNG program per weight shape, so Lite0 would take about 40 s to build there, with
+numpy about 6 s.
 """
 import math
 import re

@@ -25,7 +25,7 @@ import keras
 from keras import tree
 from keras.src.models.functional import Functional
 
-# Layer-name patterns of each part (docs/ARCHITECTURE.md names; first match wins).
+# Layer-name patterns of each part (docs/DESIGN.md names; first match wins).
 PARTS = (
     ("fpn", r"fpn_.*"),
     ("rpn", r"rpn_.*"),

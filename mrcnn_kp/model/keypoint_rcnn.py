@@ -10,8 +10,8 @@
 `build_models(config)` builds both graphs from the same layer objects (the backbone, FPN and RPN
 are even the same graph nodes), so they share every weight; `build_training_model(config)` and
 `build_inference_model(config)` build one of them. Inputs and outputs follow
-docs/ARCHITECTURE.md. Weights move between separately built models by layer name
-(mrcnn_kp.weights), and every layer name follows ../shared/DESIGN.md.
+docs/DESIGN.md. Weights move between separately built models by layer name
+(mrcnn_kp.weights), and every layer name follows docs/DESIGN.md.
 
 The training model is a `KeypointRCNNTrainingModel`: `compile(optimizer)` (no loss argument)
 then `fit(batches)` where each batch is the input dict; its `compute_loss` is the sum of
@@ -152,7 +152,7 @@ class KeypointRCNNTrainingModel(keras.Model):
 
 # ------------------------------------------------------------------------------ inputs
 def build_inputs(config):
-    """The training batch dict of docs/ARCHITECTURE.md as keras.Input tensors (names = keys)."""
+    """The training batch dict of docs/DESIGN.md as keras.Input tensors (names = keys)."""
     g, k = config.MAX_GT_INSTANCES, config.NUM_KEYPOINTS
     mask_side = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK \
         else tuple(config.IMAGE_SHAPE[:2])

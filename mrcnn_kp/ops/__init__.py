@@ -1,1 +1,1 @@
-"""mrcnn_kp.ops (see ../shared/DESIGN.md for what lives here)."""
+"""mrcnn_kp.ops (see docs/DESIGN.md for what lives here)."""

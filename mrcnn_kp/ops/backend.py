@@ -31,8 +31,8 @@ def tune_cpu_threads(setting=None, canvas=None):
 
     On <= 4 cores without a GPU build, for a small model (canvas, the config's IMAGE_MAX_DIM,
     <= SMALL_CANVAS), one thread per op and one op per core (intra 1, inter = cores) beats
-    TensorFlow's default (both = cores, which oversubscribes): a training step of the demo model
-    took 1.25 s instead of 1.5 s on 2 cores. For a large one it loses (the default config at
+    TensorFlow's default (both = cores, which oversubscribes): 1.25 s against 1.5 s per training
+    step of the demo model on 2 cores (docs/RESULTS.md). For a large one it loses (the default config at
     1088 px: 28.3 s against 21.4 s per training step), so "auto" leaves TensorFlow's default
     when canvas is larger or unknown. setting (or the environment variable MRCNN_KP_TF_THREADS):
     "intra,inter" to choose, "default" to leave TensorFlow's. Returns (intra, inter), or None

@@ -1,9 +1,9 @@
 """matterport's normalised box maths, for the matterport compatibility preset.
 
-matterport (Mask_RCNN, ../shared/MATTERPORT_COMPAT.md) runs its proposal and detection layers on
+matterport (Mask_RCNN, docs/MATTERPORT.md) runs its proposal and detection layers on
 boxes (y1, x1, y2, x2) normalised with `norm_boxes`: (box - [0, 0, 1, 1]) / [H-1, W-1, H-1, W-1],
 so a pixel y2/x2 is exclusive and a normalised one inclusive. Our layers exchange pixel boxes
-(x1, y1, x2, y2) (docs/ARCHITECTURE.md); with PROPOSAL_MODE / DETECTION_MODE "matterport" they
+(x1, y1, x2, y2) (docs/DESIGN.md); with PROPOSAL_MODE / DETECTION_MODE "matterport" they
 convert to these coordinates, do matterport's maths here in float32, and convert back
 (`to_pixels`, unrounded, the inverse of `from_pixels`). The matterport ROI pooling
 (ops.roi_align, mode "crop_and_resize") normalises pixel boxes the same way.

@@ -134,7 +134,7 @@ def _gather_samples(table, taps):
 # The written-out gradient handles this many ROIs at a time, adding into one table gradient:
 # its intermediates ([ROIs x samples x 4 corners, C] weighted values) stay ~50 MB at 64 ROIs
 # of 14 x 14 samples and 256 channels instead of growing with the ROI count (512 ROIs: 400 MB;
-# training step at 800 x 1067: 3709 -> 3256 MiB, benchmarks/RESULTS.md).
+# training step at 800 x 1067: 3709 -> 3256 MiB, docs/RESULTS.md).
 GRADIENT_ROI_CHUNK = 64
 
 

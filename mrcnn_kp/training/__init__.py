@@ -1,4 +1,4 @@
-"""mrcnn_kp.training: the staged trainer (see ../shared/DESIGN.md for where it sits).
+"""mrcnn_kp.training: the staged trainer (see docs/DESIGN.md for where it sits).
 
     stages.py       `layers=` presets ("heads", "3+", "4+", "5+", "all") or a regex -> set_trainable
     schedules.py    warm-up, then step or cosine decay (keras LearningRateSchedules)

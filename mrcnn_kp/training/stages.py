@@ -3,7 +3,7 @@ regex over layer names, applied with `set_trainable`.
 
     set_trainable(model, "heads", config)   # -> ["fpn_c5p5", ..., "rpn_conv_shared", "mrcnn_..."]
 
-Layer names follow docs/ARCHITECTURE.md: heads are `fpn_*`, `rpn_*`, `mrcnn_*`; backbone stages
+Layer names follow docs/DESIGN.md: heads are `fpn_*`, `rpn_*`, `mrcnn_*`; backbone stages
 come from `mrcnn_kp.model.backbone.backbone_stage_regex` (ResNet `res{N}*`/`bn{N}*`,
 EfficientNet-Lite0 `lite0_stage{N}_*`). Batch-norm layers stay frozen (not trainable, so gamma,
 beta and the moving statistics never change) unless config.TRAIN_BN.

@@ -1,4 +1,4 @@
-"""pipeline: the batch contract of docs/ARCHITECTURE.md, determinism per seed and epoch (also
+"""pipeline: the batch contract of docs/DESIGN.md, determinism per seed and epoch (also
 across threads and backends), negatives, and images that fail to load."""
 import json
 import os

@@ -21,7 +21,7 @@ def config_512(**overrides):
 # ------------------------------------------------------------------ resize and image_meta
 @pytest.mark.parametrize("shape, window, scale", [
     ((512, 512, 3), (0, 0, 512, 512), 1.0),
-    ((256, 192, 3), (0, 64, 512, 448), 2.0),  # MATTERPORT_COMPAT.md's two examples
+    ((256, 192, 3), (0, 64, 512, 448), 2.0),  # matterport's resize of a square and a portrait image
     ((426, 640, 3), (85, 0, 426, 512), 0.8),  # a COCO landscape image, shrunk
 ])
 def test_resize_image_follows_matterport_square_mode(shape, window, scale):

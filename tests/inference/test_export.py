@@ -2,7 +2,7 @@
 
 The serving function must do what Predictor does (mold with data.transforms, run, unmold with
 predictor.unmold_detections), so each test compares against the Predictor on the same image.
-A small stand-in inference model with the output contract of docs/ARCHITECTURE.md keeps the
+A small stand-in inference model with the output contract of docs/DESIGN.md keeps the
 format tests fast; tests/inference/test_exported.py compares every format on the real
 TinyConfig model.
 

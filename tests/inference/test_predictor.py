@@ -300,7 +300,7 @@ def test_matterport_mold_inputs_are_its_resize_pad_and_image_meta():
     molded, metas, windows, scales = Predictor(None, config).mold_inputs([image])
     want, window, scale = ref.resize_image(image, 512)
     np.testing.assert_array_equal(molded[0], want.astype(np.float32))  # skimage, bit for bit
-    # COMPAT's example: a 256 x 192 image
+    # matterport's image_meta for a 256 x 192 image
     np.testing.assert_array_equal(metas[0], [0, 256, 192, 3, 512, 512, 3, 0, 64, 512, 448, 2,
                                              0, 0])
     assert tuple(windows[0]) == window == (0, 64, 512, 448) and scales[0] == scale == 2

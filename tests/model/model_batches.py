@@ -1,4 +1,4 @@
-"""A random but valid training batch for the model tests (docs/ARCHITECTURE.md's batch dict).
+"""A random but valid training batch for the model tests (docs/DESIGN.md's batch dict).
 
 People are boxes with a filled ellipse-ish mini mask and 17 joints inside the box; RPN targets
 come from mrcnn_kp.data.targets, so the RPN losses see real positives and negatives.

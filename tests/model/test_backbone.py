@@ -37,7 +37,7 @@ def weighted_layers(model):
 
 
 def matterport_resnet50_weights():
-    """The ResNet-50 layers and weight shapes of ../shared/MATTERPORT_COMPAT.md, spelt out."""
+    """The ResNet-50 layers and weight shapes of docs/MATTERPORT.md, spelt out."""
     expected = {"conv1": [(7, 7, 3, 64), (64,)], "bn_conv1": [(64,)] * 4}
     cin = 64
     for stage, blocks, (f1, f2, f3) in ((2, "abc", (64, 64, 256)), (3, "abcd", (128, 128, 512)),

@@ -1,4 +1,4 @@
-"""The assembled models: contract of docs/ARCHITECTURE.md, shared layers, a model.fit of two
+"""The assembled models: contract of docs/DESIGN.md, shared layers, a model.fit of two
 steps, graph-mode inference, the debug outputs, the no-mask variant and the parameter counts
 against matterport's file and torchvision's keypointrcnn_resnet50_fpn."""
 import keras
@@ -12,7 +12,7 @@ from mrcnn_kp.model.keypoint_rcnn import (INFERENCE_OUTPUTS, build_inference_mod
 from model_batches import BATCH_KEYS, make_batch
 
 TORCHVISION_KEYPOINTRCNN_R50_FPN = 59_137_258  # sum(p.numel() for p in model.parameters())
-MATTERPORT_R50_2_CLASSES = 44_662_942  # mask_rcnn_coco.h5 layout, 2 classes (MATTERPORT_COMPAT)
+MATTERPORT_R50_2_CLASSES = 44_662_942  # mask_rcnn_coco.h5 layout, 2 classes (docs/MATTERPORT.md)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """ops.matterport: matterport's normalised boxes, anchors, deltas and clipping, against the
-definitions of ../shared/MATTERPORT_COMPAT.md written out here."""
+definitions of docs/MATTERPORT.md written out here."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""The issue's acceptance run: the real model overfits 2 real COCO images on the CPU.
+"""The real model learns: it overfits 2 real COCO images on the CPU.
 
 Two images with one large person each (the largest mask area among single-person images with
 >= 10 labelled joints), TinyConfig at 128 px, no augmentation, 120 steps: the mean total loss
