@@ -11,6 +11,7 @@ TensorFlow's errors still show.
 """
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -85,10 +86,24 @@ def main(argv=None):
         print(f"mrcnn-kp {args.command}: not built yet in this version of mrcnn_kp.",
               file=sys.stderr)
         return NOT_BUILT
+    missing = missing_tensorflow_message()
+    if missing:
+        print(missing, file=sys.stderr)
+        return NOT_BUILT
     from mrcnn_kp.ops.backend import tune_cpu_threads
 
     tune_cpu_threads(canvas=requested_canvas(args))
     return int(module.run(args) or 0)
+
+
+def missing_tensorflow_message(find_spec=importlib.util.find_spec):
+    """What to install when no TensorFlow distribution is present (None when one is): the
+    base install names none, so that each extra can name exactly one (setup.py)."""
+    if find_spec("tensorflow") is not None:
+        return None
+    return ("mrcnn-kp: TensorFlow is not installed. Install mrcnn_kp with one of its extras: "
+            "[cpu] (TensorFlow on CPU), [cuda] (TensorFlow on NVIDIA GPUs), [jax-cpu] or "
+            "[jax-cuda] (KERAS_BACKEND=jax), e.g. pip install -e \".[cpu]\"")
 
 
 def requested_canvas(args):

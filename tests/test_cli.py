@@ -79,3 +79,11 @@ def test_the_users_own_tf_log_level_and_verbose_are_respected():
     assert parser.parse_args(["--verbose", "train"]).verbose
     assert parser.parse_args(["train", "--verbose"]).verbose
     assert not parser.parse_args(["train"]).verbose
+
+
+def test_a_missing_tensorflow_names_the_extras_to_install():
+    message = cli.missing_tensorflow_message(find_spec=lambda name: None)
+    assert "TensorFlow is not installed" in message
+    for extra in ("[cpu]", "[cuda]", "[jax-cpu]", "[jax-cuda]"):
+        assert extra in message
+    assert cli.missing_tensorflow_message(find_spec=lambda name: object()) is None
