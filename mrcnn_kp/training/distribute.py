@@ -75,7 +75,9 @@ def make_strategy(config, devices=None):
     if backend == "tensorflow" and devices is None and tf_cluster() is not None:
         return _multi_worker_strategy()
     if backend == "jax" and devices is None and _jax_process_count() > 1:
-        return keras.distribution.DataParallel()  # every device of every process
+        parallel = keras.distribution.DataParallel()  # every device of every process
+        parallel.auto_shard_dataset = False  # each process reads its shard (worker_shard)
+        return parallel
     if devices is None and count <= 1:
         return None
     if backend == "tensorflow":

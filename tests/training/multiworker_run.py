@@ -1,11 +1,12 @@
 """One worker of a localhost training cluster (the multi-worker tests and benchmark run it).
 
-    TF_CONFIG=... python multiworker_run.py MODEL_DIR OUT_JSON EPOCHS GLOBAL_BATCH
+    TF_CONFIG=... python multiworker_run.py   (or KERAS_BACKEND=jax JAX_COORDINATOR_ADDRESS=...
+        JAX_NUM_PROCESSES=... JAX_PROCESS_ID=...) MODEL_DIR OUT_JSON EPOCHS GLOBAL_BATCH
         [--resume] [--kill-at EPOCH:STEP] [--steps N]
 
 Trains the stand-in model (standin_models) on this worker's shard of ShardedBatches with the
 strategy mrcnn_kp.training.distribute makes from the environment (MultiWorkerMirroredStrategy
-when TF_CONFIG names a cluster, no strategy otherwise) and one CPU thread, then writes the
+when TF_CONFIG names a cluster, DataParallel over all processes on JAX, none otherwise) and one CPU thread, then writes the
 losses per epoch, the weights, the step times and what it wrote to OUT_JSON. A WorkerLost is
 printed as "WORKER_LOST <message>" with exit status 3.
 """
@@ -14,10 +15,15 @@ import os
 import sys
 import time
 
-import tensorflow as tf
+if os.environ.get("KERAS_BACKEND") == "jax":  # JAX_COORDINATOR_ADDRESS etc. name the cluster
+    from mrcnn_kp.training import jax_cluster
 
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads(1)
+    jax_cluster.initialize()
+else:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 keras.config.disable_traceback_filtering()

@@ -1,9 +1,11 @@
-"""Multi-worker data parallel on TensorFlow (MultiWorkerMirroredStrategy) with real worker
-processes on localhost: free ports, one CPU thread each, the stand-in model, 3 steps an epoch.
+"""Multi-worker data parallel with real worker processes on localhost: free ports, one CPU
+thread each, the stand-in model, 3 steps an epoch. TensorFlow: MultiWorkerMirroredStrategy from
+TF_CONFIG; JAX: jax.distributed (gloo collectives on CPU) + keras.distribution.DataParallel.
 
 - 2 workers x 1 image give the losses and weights of 1 worker x 2 images (tolerance 1e-5
   absolute on weights, 1e-5 relative on losses: float32 all-reduce order), identical weights on
   both workers, checkpoints and config from the chief only;
+  (both backends);
 - a killed worker stops the other with WorkerLost within KILL_TIMEOUT_S (collective timeout
   COLLECTIVE_TIMEOUT_S), and restarting both resumes from the chief's last checkpoint.
 """
@@ -17,7 +19,6 @@ import time
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.tf_only
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "multiworker_run.py")
@@ -35,16 +36,22 @@ def free_ports(count):
     return ports
 
 
-def start_job(num_workers, model_dir, epochs, *extra, kill=None):
+def start_job(num_workers, model_dir, epochs, *extra, kill=None, backend="tensorflow"):
     """Popen per worker; kill: (worker index, "EPOCH:STEP") to SIGKILL that one there."""
     ports = free_ports(num_workers)
     procs = []
     for index in range(num_workers):
-        env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
+        env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="",
                    TF_CPP_MIN_LOG_LEVEL="2", MRCNN_KP_COLLECTIVE_TIMEOUT=str(COLLECTIVE_TIMEOUT_S),
+                   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
                    PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        env.pop("TF_CONFIG", None)
-        if num_workers > 1:
+        for name in ("TF_CONFIG", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+                     "JAX_PROCESS_ID"):
+            env.pop(name, None)
+        if num_workers > 1 and backend == "jax":
+            env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{ports[0]}",
+                       JAX_NUM_PROCESSES=str(num_workers), JAX_PROCESS_ID=str(index))
+        elif num_workers > 1:
             env["TF_CONFIG"] = json.dumps({
                 "cluster": {"worker": [f"localhost:{p}" for p in ports]},
                 "task": {"type": "worker", "index": index}})
@@ -73,10 +80,11 @@ def results(model_dir, count):
     return out
 
 
-@pytest.fixture(scope="module")
-def one_and_two_workers(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tensorflow", "jax"])
+def one_and_two_workers(tmp_path_factory, request):
     single, pair = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    outputs = finish(start_job(1, single, 2) + start_job(2, pair, 2))
+    outputs = finish(start_job(1, single, 2, backend=request.param)
+                     + start_job(2, pair, 2, backend=request.param))
     for rc, out in outputs:
         assert rc == 0, out[-3000:]
     return results(single, 1)[0], results(pair, 2), pair
@@ -105,6 +113,7 @@ def test_only_the_chief_writes_the_run_directory(one_and_two_workers):
         "mask_rcnn_standin_0001.weights.h5", "mask_rcnn_standin_0002.weights.h5"]
 
 
+@pytest.mark.tf_only
 def test_a_killed_worker_stops_the_job_and_a_restart_resumes(tmp_path):
     started = time.monotonic()
     procs = start_job(2, tmp_path, 3, kill=(1, "2:2"))
