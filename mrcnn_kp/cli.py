@@ -14,6 +14,7 @@ loggers) and TensorFlow's ERROR lines still show.
 """
 import argparse
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -124,6 +125,10 @@ def main(argv=None):
         print(f"mrcnn-kp {args.command}: not built yet in this version of mrcnn_kp.",
               file=sys.stderr)
         return NOT_BUILT
+    missing = missing_tensorflow_message()
+    if missing:
+        print(missing, file=sys.stderr)
+        return NOT_BUILT
     if quiet:
         import_tensorflow_quietly()
     from mrcnn_kp.ops.backend import tune_cpu_threads
@@ -132,11 +137,21 @@ def main(argv=None):
     return int(module.run(args) or 0)
 
 
+def missing_tensorflow_message(find_spec=importlib.util.find_spec):
+    """What to install when no TensorFlow distribution is present (None when one is): the
+    base install names none, so that each extra can name exactly one (setup.py)."""
+    if find_spec("tensorflow") is not None:
+        return None
+    return ("mrcnn-kp: TensorFlow is not installed. Install mrcnn_kp with one of its extras: "
+            "[cpu] (TensorFlow on CPU), [cuda] (TensorFlow on NVIDIA GPUs), [jax-cpu] or "
+            "[jax-cuda] (KERAS_BACKEND=jax), e.g. pip install -e \".[cpu]\"")
+
+
 def requested_canvas(args):
     """IMAGE_MAX_DIM of the config a command will use, when the command line says it (the demo's
     preset, a --config preset or json, train's default preset, with train's --set overrides);
-    None when it is left to the weights' saved config, or when --config or --set is unusable (the command itself
-    reports that)."""
+    None when it is left to the weights' saved config, or when --config or --set is unusable
+    (the command itself reports that)."""
     from mrcnn_kp.commands.predict import CommandError, load_config_arg
     from mrcnn_kp.config import CpuDemoConfig
 

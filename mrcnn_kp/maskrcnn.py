@@ -54,10 +54,11 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = os.fspath(model_dir)
+        # first: a multi-worker strategy must exist before any other TensorFlow op runs
+        self.strategy = distribute.make_strategy(config) if strategy == "auto" else strategy
         apply_mixed_precision(config)
         if config.SEED is not None:  # before the build: the initializers draw from it
             seed_everything(config.SEED)
-        self.strategy = distribute.make_strategy(config) if strategy == "auto" else strategy
         from mrcnn_kp.model.keypoint_rcnn import build_inference_model, build_training_model
 
         build = build_training_model if mode == "training" else build_inference_model
@@ -175,8 +176,9 @@ class MaskRCNN:
         from mrcnn_kp.data.pipeline import DataGenerator
 
         seed = self.config.SEED if self.config.SEED is not None else 0
+        num_workers, worker_index = distribute.worker_shard(self.strategy)
         return DataGenerator(dataset, self.config, shuffle=shuffle, augment=augment, seed=seed,
-                             workers=workers)
+                             workers=workers, num_shards=num_workers, shard_index=worker_index)
 
     # ------------------------------------------------------------------ inference
     def detect(self, images, verbose=0):

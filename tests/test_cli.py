@@ -93,3 +93,11 @@ def test_the_start_up_filter_drops_tensorflows_info_and_warning_lines_only():
             "ImportError: libcudart.so.12: cannot open shared object file\n"]
     assert [bool(cli.TF_START_UP_LINE.match(line)) for line in dropped + kept] == \
         [True] * 3 + [False] * 4
+
+
+def test_a_missing_tensorflow_names_the_extras_to_install():
+    message = cli.missing_tensorflow_message(find_spec=lambda name: None)
+    assert "TensorFlow is not installed" in message
+    for extra in ("[cpu]", "[cuda]", "[jax-cpu]", "[jax-cuda]"):
+        assert extra in message
+    assert cli.missing_tensorflow_message(find_spec=lambda name: object()) is None

@@ -68,6 +68,14 @@ def add_arguments(parser):
     train.add_argument("--minutes", type=float,
                        help="time budget: stop (with a checkpoint) when it is spent")
     train.add_argument("--workers", type=int, default=1, help="data loading threads")
+    cluster = parser.add_argument_group(
+        "several machines", "TensorFlow: set TF_CONFIG on each worker (MultiWorkerMirroredStrategy). "
+        "JAX (KERAS_BACKEND=jax): these, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID (docs/DISTRIBUTED.md)")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT",
+                         help="JAX: address of process 0's coordinator service")
+    cluster.add_argument("--num-processes", type=int, help="JAX: processes in the job")
+    cluster.add_argument("--process-id", type=int, help="JAX: this process' index, 0..N-1")
     train.add_argument("--seed", type=int,
                        help="seed everything (weights, ROI sampling, data order, augmentation) "
                             "and use deterministic TensorFlow ops: the same seed gives the same "
@@ -184,12 +192,35 @@ def stage_plan(args, learning_rate):
     return plan
 
 
+def start_jax_cluster(args):
+    """jax.distributed for --coordinator/--num-processes/--process-id (or JAX's environment
+    variables) on the JAX backend; an error for those options on another backend."""
+    import os
+
+    from mrcnn_kp.training import jax_cluster
+
+    given = [getattr(args, n, None) for n in ("coordinator", "num_processes", "process_id")]
+    try:
+        cluster = jax_cluster.requested(*given)
+    except ValueError as error:
+        raise SystemExit(f"mrcnn-kp train: {error}") from None
+    if cluster is None:
+        return
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "jax":
+        if any(v is not None for v in given):
+            raise SystemExit("mrcnn-kp train: --coordinator/--num-processes/--process-id are for "
+                             "KERAS_BACKEND=jax; on TensorFlow set TF_CONFIG on each worker")
+        return
+    jax_cluster.initialize(*cluster)
+
+
 def run(args):
     from mrcnn_kp.maskrcnn import MaskRCNN
     from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
     from mrcnn_kp.training.checkpoints import CheckpointWriteError
 
     started = time.monotonic()
+    start_jax_cluster(args)
     config = build_config(args)
     plan = stage_plan(args, args.learning_rate or config.LEARNING_RATE)
     train_set, val_set = load_datasets(args, config)

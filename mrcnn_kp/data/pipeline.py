@@ -114,17 +114,26 @@ class DataGenerator(keras.utils.PyDataset):
     len() is the number of batches per epoch, ceil(num_images / BATCH_SIZE); the last batch
     is filled by wrapping around to the start of the order. An image that cannot be read is
     logged, counted in `failures`, and replaced by the next one in the order.
+    num_shards, shard_index: data-parallel workers. The epoch's order (the same on every
+    worker) is cut into global batches of BATCH_SIZE x num_shards images and this worker takes
+    slot block shard_index of each: every image of an epoch is read by exactly one worker, and
+    N workers x BATCH_SIZE see the images (and augmentations) of 1 worker x N*BATCH_SIZE.
     """
 
     def __init__(self, dataset, config, shuffle=True, augment=False, seed=0, workers=1,
-                 use_multiprocessing=False, max_queue_size=10, resize_method="pil"):
+                 use_multiprocessing=False, max_queue_size=10, resize_method="pil", num_shards=1,
+                 shard_index=0):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         if dataset.num_images == 0:
             raise ValueError("the dataset has no images: nothing to train on (see its load "
                              "summary for what was skipped)")
+        if not 0 <= int(shard_index) < int(num_shards):
+            raise ValueError(f"shard_index {shard_index} is not in 0..{int(num_shards) - 1}")
         self.dataset = dataset
         self.config = config
+        self.num_shards = int(num_shards)
+        self.shard_index = int(shard_index)
         self.shuffle = shuffle
         self.augment = augment
         self.seed = int(seed)
@@ -132,9 +141,19 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch = 0
         self.failures = Counter()
         self._logger = get_logger("mrcnn_kp.data.pipeline")
+        repeats = len(self) * self.global_batch_size - dataset.num_images
+        if repeats and self.num_shards > 1:
+            self._logger.info("%d images in global batches of %d: the last batch of each epoch "
+                              "repeats %d images from the start of its order", dataset.num_images,
+                              self.global_batch_size, repeats)
+
+    @property
+    def global_batch_size(self):
+        """Images per step over all shards (BATCH_SIZE x num_shards)."""
+        return self.config.BATCH_SIZE * self.num_shards
 
     def __len__(self):
-        return int(math.ceil(self.dataset.num_images / self.config.BATCH_SIZE))
+        return int(math.ceil(self.dataset.num_images / self.global_batch_size))
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -144,14 +163,17 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch = int(epoch)
 
     def image_order(self, epoch=None):
-        """Dataset image ids of an epoch, in batch order (len(self) * BATCH_SIZE of them)."""
+        """Dataset image ids this shard reads in an epoch, in batch order (len(self) *
+        BATCH_SIZE of them)."""
         epoch = self.epoch if epoch is None else epoch
         count = self.dataset.num_images
         order = np.arange(count)
         if self.shuffle:
             order = _rng(self.seed, epoch).permutation(count)
-        total = len(self) * self.config.BATCH_SIZE
-        return np.resize(order, total)  # wraps around to fill the last batch
+        size = self.config.BATCH_SIZE
+        order = np.resize(order, len(self) * self.global_batch_size)  # wraps to fill the last
+        # [batches, shards, BATCH_SIZE]: this shard's block of every global batch
+        return order.reshape(len(self), self.num_shards, size)[:, self.shard_index].ravel()
 
     def __getitem__(self, index):
         return self.get_batch(index, self.epoch)
@@ -167,7 +189,8 @@ class DataGenerator(keras.utils.PyDataset):
         size = config.BATCH_SIZE
         samples, rngs = [], []
         for slot in range(size):
-            rng = _rng(self.seed, epoch, index, slot)  # this image's augmentation and sampling
+            # this image's augmentation and sampling, by its slot in the global batch
+            rng = _rng(self.seed, epoch, index, self.shard_index * size + slot)
             samples.append(self._load_with_substitutes(order, index * size + slot, rng))
             rngs.append(rng)
         return self.assemble(samples, rngs)

@@ -33,6 +33,7 @@ from mrcnn_kp.model.heads import FirstRois, build_heads
 from mrcnn_kp.model.proposals import NormalizedToPixels, ProposalLayer
 from mrcnn_kp.model.roi_targets import DetectionTargetLayer, keypoint_slots, positive_slots
 from mrcnn_kp.model.rpn import build_rpn
+from mrcnn_kp.ops.backend import loss_per_replica
 
 INFERENCE_OUTPUTS = ("boxes", "class_ids", "scores", "masks", "keypoints", "num_detections")
 
@@ -123,7 +124,7 @@ class KeypointRCNNTrainingModel(keras.Model):
                 total = total + self.loss_weights[name] * ops.cast(y_pred[name], "float32")
         for extra in self.losses:  # e.g. kernel regularisers
             total = total + ops.cast(ops.sum(extra), "float32")
-        return total
+        return loss_per_replica(total)  # tf.distribute sums the replicas' gradients
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for tracker in self.loss_trackers:

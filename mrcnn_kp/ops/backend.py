@@ -148,3 +148,18 @@ def scatter_add_rows(table, index, values):
     from keras import ops
 
     return table + ops.segment_sum(values, index, num_segments=ops.shape(table)[0])
+
+
+def loss_per_replica(loss):
+    """A model's summed loss as its replica's share: divided by the replicas in sync under a
+    tf.distribute strategy, whose all-reduce sums the replicas' gradients (Keras does this for
+    compiled losses; a model that overrides compute_loss must do it itself). JAX's
+    DataParallel averages over the global batch itself: unchanged there, as outside a strategy."""
+    if backend_name() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return loss
+    return loss / context.num_replicas_in_sync

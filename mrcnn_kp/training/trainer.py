@@ -56,7 +56,11 @@ class StepsPerEpoch(keras.utils.PyDataset):
         return self.steps
 
     def __getitem__(self, index):
-        position = self.epoch * self.steps + int(index)
+        return self.batch(self.epoch, index)
+
+    def batch(self, epoch, index):
+        """Batch `index` of trainer epoch `epoch`."""
+        position = int(epoch) * self.steps + int(index)
         source_epoch, source_index = divmod(position, len(self.source))
         if hasattr(self.source, "get_batch"):  # DataGenerator: no shared state between threads
             return self.source.get_batch(source_index, source_epoch)
@@ -96,6 +100,8 @@ class Trainer:
         self.last_checkpoint = None
         self.restored_optimizer_state = None  # (restored keys, fresh keys) of the last train()
         self.history = None
+        # several workers: only the chief (worker 0) writes the run directory
+        self.is_chief = distribute.is_chief(strategy)
         self.set_log_dir()
 
     # ------------------------------------------------------------------ run directory
@@ -170,7 +176,8 @@ class Trainer:
             log.info("time budget spent: stage layers=%r not started", layers)
             return None
         self.layers = layers
-        checkpoints.write_run_config(self.log_dir, config)
+        if self.is_chief:
+            checkpoints.write_run_config(self.log_dir, config)
 
         steps = int(config.STEPS_PER_EPOCH)
         with distribute.scope(self.strategy):
@@ -195,7 +202,9 @@ class Trainer:
         interrupt = GracefulInterrupt(checkpointer)
         train_steps = StepsPerEpoch(train_data, steps, epoch=self.epoch)
         callbacks = [train_steps.epoch_callback(), checkpointer, interrupt,
-                     NonFiniteMonitor(LOSS_NAMES), LearningRateLogger(), ScalarLogger(self.log_dir)]
+                     NonFiniteMonitor(LOSS_NAMES), LearningRateLogger()]
+        if self.is_chief:
+            callbacks.append(ScalarLogger(self.log_dir))
         if budget is not None:
             budget.checkpointer = checkpointer
             callbacks.append(budget)
@@ -207,11 +216,21 @@ class Trainer:
         if verbose == "auto":  # a progress bar on a terminal, one line per epoch in a log
             verbose = 1 if sys.stdout.isatty() else 2
         try:
-            with distribute.scope(self.strategy):
-                self.history = self.model.fit(train_steps, validation_data=val_steps,
+            train_input = distribute.distribute_batches(self.strategy, train_steps)
+            if val_steps is not None:
+                val_steps = distribute.distribute_batches(self.strategy, val_steps)
+            with distribute.scope(self.strategy), \
+                    distribute.fitting(self.strategy, self.model):
+                self.history = self.model.fit(train_input, validation_data=val_steps,
                                               initial_epoch=start_epoch, epochs=epochs,
                                               callbacks=callbacks, verbose=verbose,
                                               shuffle=False)  # order is the data's business
+        except Exception as error:
+            lost = distribute.lost_worker_error(error) \
+                if distribute.is_multi_worker(self.strategy) else None
+            if lost is not None:
+                raise lost from error
+            raise
         finally:
             interrupt.on_train_end()  # signal handlers back even when fit raised
             if checkpointer.last_path is not None:

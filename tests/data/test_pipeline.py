@@ -177,3 +177,29 @@ def test_empty_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the dataset has no images"):
         DataGenerator(dataset, TinyConfig())
     assert json.loads(path.read_text())["images"] == []
+
+
+def test_shards_split_every_global_batch_and_cover_the_epoch():
+    from mrcnn_kp.config import TinyConfig
+    from mrcnn_kp.data.synthetic import synthetic_dataset
+
+    dataset = synthetic_dataset("val", num_images=12, image_size=64)
+    config = TinyConfig(IMAGES_PER_GPU=2)
+    whole = DataGenerator(dataset, TinyConfig(IMAGES_PER_GPU=6), seed=3)
+    shards = [DataGenerator(dataset, config, seed=3, num_shards=3, shard_index=i)
+              for i in range(3)]
+    assert [len(s) for s in shards] == [2, 2, 2] and len(whole) == 2
+    for epoch in range(2):
+        orders = [s.image_order(epoch) for s in shards]
+        ids = np.concatenate(orders)
+        assert sorted(ids.tolist()) == list(range(12))  # each image once in the epoch
+        # step b of the 3 shards is step b of one worker with the 3 x 2 images
+        steps = np.stack([o.reshape(2, 2) for o in orders], axis=1).reshape(2, 6)
+        np.testing.assert_array_equal(steps, whole.image_order(epoch).reshape(2, 6))
+    # 13 images in global batches of 6: the last one repeats 5 images, no image is dropped
+    uneven = [DataGenerator(synthetic_dataset("val", num_images=13, image_size=64), config,
+                            num_shards=3, shard_index=i) for i in range(3)]
+    ids = np.concatenate([s.image_order(0) for s in uneven])
+    assert len(ids) == 18 and set(ids.tolist()) == set(range(13))
+    with pytest.raises(ValueError, match="shard_index 3 is not in 0..2"):
+        DataGenerator(dataset, config, num_shards=3, shard_index=3)
