@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,22 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from mrcnn_kp.utils import free_localhost_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "training"
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_job(num_workers, backend, steps, model_dir):
-    ports = free_ports(num_workers)
+    ports = free_localhost_ports(num_workers)
     procs = []
     started = time.monotonic()
     for index in range(num_workers):

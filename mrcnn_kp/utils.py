@@ -45,3 +45,18 @@ def atomic_write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def free_localhost_ports(count):
+    """`count` distinct TCP ports free on localhost now (bound together, then released), for a
+    cluster of local processes (TF_CONFIG's worker addresses, JAX's coordinator)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -11,13 +11,14 @@ TF_CONFIG; JAX: jax.distributed (gloo collectives on CPU) + keras.distribution.D
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from mrcnn_kp.utils import free_localhost_ports
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,19 +27,9 @@ COLLECTIVE_TIMEOUT_S = 20
 KILL_TIMEOUT_S = 120  # the surviving worker must have exited by then
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_job(num_workers, model_dir, epochs, *extra, kill=None, backend="tensorflow"):
     """Popen per worker; kill: (worker index, "EPOCH:STEP") to SIGKILL that one there."""
-    ports = free_ports(num_workers)
+    ports = free_localhost_ports(num_workers)
     procs = []
     for index in range(num_workers):
         env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="",
