@@ -78,9 +78,15 @@ def quiet_tensorflow(argv, environ=os.environ):
     """Hide TensorFlow's C++ INFO/WARNING lines unless --verbose or the user's own
     TF_CPP_MIN_LOG_LEVEL says otherwise; must run before TensorFlow is imported. Returns the
     level in force (None: TensorFlow's default)."""
-    if "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in environ:
+    if quiet_requested(argv, environ):
         environ["TF_CPP_MIN_LOG_LEVEL"] = QUIET_TF_LOG_LEVEL
     return environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
+def quiet_requested(argv, environ=os.environ):
+    """Neither --verbose nor the user's own TF_CPP_MIN_LOG_LEVEL: TensorFlow's lines are ours
+    to hide."""
+    return "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in environ
 
 
 def import_tensorflow_quietly():
@@ -113,7 +119,7 @@ def import_tensorflow_quietly():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    quiet = "--verbose" not in argv and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    quiet = quiet_requested(argv)
     quiet_tensorflow(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

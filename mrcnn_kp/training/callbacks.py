@@ -72,23 +72,19 @@ class Checkpointer(keras.callbacks.Callback):
         }
         path = checkpoints.checkpoint_path(run.log_dir, run.config, completed_epochs,
                                            interrupted=interrupted)
-        if not getattr(run, "is_chief", True):
+        if getattr(run, "is_chief", True):
+            checkpoints.save_checkpoint(self.model, optimizer, path, meta, config=run.config)
+        else:
             # Another worker of a cluster: the chief writes the checkpoint. This one writes it
             # too, to a temporary folder it then deletes, because reading some distributed
             # variables (metrics, sync-on-read counters) is a collective every worker must join.
-            import shutil
             import tempfile
 
-            scratch = tempfile.mkdtemp(prefix="mrcnn_kp_worker_")
-            try:
+            with tempfile.TemporaryDirectory(prefix="mrcnn_kp_worker_",
+                                             ignore_cleanup_errors=True) as scratch:
                 checkpoints.save_checkpoint(self.model, optimizer,
                                             os.path.join(scratch, os.path.basename(path)), meta,
                                             config=run.config)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            self.last_path = path
-            return path
-        checkpoints.save_checkpoint(self.model, optimizer, path, meta, config=run.config)
         self.last_path = path
         return path
 
