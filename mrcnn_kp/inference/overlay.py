@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mrcnn_kp import constants
-from mrcnn_kp.inference.visualize import (MASK_ALPHA, detections_at_least, joint_confidence,
-                                          limb_colors)
+from mrcnn_kp.inference.visualize import (MASK_ALPHA, detections_at_least, limb_colors,
+                                          visible_skeleton)
 
 GOLDEN_RATIO = 0.618033988749895
 
@@ -93,15 +93,13 @@ def draw_frame(image, result, min_score=0.5, min_keypoint_score=0.0, keypoint_sc
 def _draw_skeletons(draw, keypoints, min_score, keypoint_scores, line):
     """keypoints [n, K, 3] (x, y, score): limbs between joints both above min_score, then
     joints (radius growing with the joint's confidence)."""
-    limbs = _limb_colors_255()
+    colors = _limb_colors_255()
     for person in keypoints:
-        xy, score = person[:, :2], person[:, 2]
-        shown = score > min_score
-        confidence = joint_confidence(score, keypoint_scores)
-        for (a, b), color in zip(constants.SKELETON, limbs):
-            if shown[a] and shown[b]:
-                draw.line([tuple(xy[a]), tuple(xy[b])], fill=color, width=2 * line + 1)
-        for j in np.flatnonzero(shown):
-            r = line * (1.0 + 1.5 * float(confidence[j]))
+        xy = person[:, :2]
+        limbs, joints = visible_skeleton(person, min_score, keypoint_scores)
+        for a, b, i, _ in limbs:
+            draw.line([tuple(xy[a]), tuple(xy[b])], fill=colors[i], width=2 * line + 1)
+        for j, c in joints:
+            r = line * (1.0 + 1.5 * c)
             x, y = xy[j]
             draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=(0, 0, 0))

@@ -129,20 +129,32 @@ def joint_confidence(scores, keypoint_scores="logit"):
     raise ValueError(f"keypoint_scores must be 'logit' or 'probability', got {keypoint_scores!r}")
 
 
+def visible_skeleton(person, min_score, keypoint_scores="logit"):
+    """What of one person [K, 3] (x, y, score) is drawn: (limbs, joints).
+
+    limbs: [(a, b, limb index, confidence of the weaker joint)] for the SKELETON limbs whose
+    joints both score above min_score; joints: [(j, confidence)] for those joints; confidence
+    in [0, 1] (joint_confidence). Both drawing back ends (matplotlib here, PIL in overlay) use
+    it, so a picture and a video frame show the same joints."""
+    score = person[:, 2]
+    shown = score > min_score
+    confidence = joint_confidence(score, keypoint_scores)
+    limbs = [(a, b, i, float(min(confidence[a], confidence[b])))
+             for i, (a, b) in enumerate(constants.SKELETON) if shown[a] and shown[b]]
+    joints = [(int(j), float(confidence[j])) for j in np.flatnonzero(shown)]
+    return limbs, joints
+
+
 def _draw_skeletons(ax, keypoints, min_score, keypoint_scores):
     """keypoints [n, K, 3] (x, y, score): limbs between joints both above min_score, then joints."""
-    limbs = limb_colors()
+    colors = limb_colors()
     for person in keypoints:
-        xy, score = person[:, :2], person[:, 2]
-        shown = score > min_score
-        confidence = joint_confidence(score, keypoint_scores)
-        for (a, b), color in zip(constants.SKELETON, limbs):
-            if shown[a] and shown[b]:
-                alpha = 0.35 + 0.65 * float(min(confidence[a], confidence[b]))
-                ax.plot([xy[a, 0], xy[b, 0]], [xy[a, 1], xy[b, 1]], color=color, linewidth=2,
-                        alpha=alpha, solid_capstyle="round")
-        for j in np.flatnonzero(shown):
-            c = float(confidence[j])
+        xy = person[:, :2]
+        limbs, joints = visible_skeleton(person, min_score, keypoint_scores)
+        for a, b, i, c in limbs:
+            ax.plot([xy[a, 0], xy[b, 0]], [xy[a, 1], xy[b, 1]], color=colors[i], linewidth=2,
+                    alpha=0.35 + 0.65 * c, solid_capstyle="round")
+        for j, c in joints:
             ax.scatter([xy[j, 0]], [xy[j, 1]], s=8 + 28 * c, color="white",
                        edgecolors="black", linewidths=0.5, alpha=0.3 + 0.7 * c, zorder=3)
 

@@ -118,3 +118,17 @@ def test_detections_at_least_keeps_every_key_in_step():
     np.testing.assert_array_equal(kept["masks"][:, :, 0], ~person()["masks"][:, :, 0])
     assert visualize.detections_at_least(two, 0.0) is two  # no threshold: untouched
     assert len(two["scores"]) == 2  # the caller's result is not modified
+
+
+def test_visible_skeleton_keeps_limbs_whose_two_joints_are_shown():
+    person = np.zeros((constants.NUM_KEYPOINTS, 3), np.float32)
+    person[:, 2] = -5.0  # logits: every joint hidden at min_score 0
+    left_shoulder, left_elbow, left_wrist = (constants.KEYPOINT_NAMES.index(n) for n in (
+        "left_shoulder", "left_elbow", "left_wrist"))
+    person[[left_shoulder, left_elbow], 2] = (2.0, 0.0001)
+    limbs, joints = visualize.visible_skeleton(person, min_score=0.0)
+    assert [(j, round(c, 3)) for j, c in joints] == [(left_shoulder, 0.881), (left_elbow, 0.5)]
+    limb = constants.SKELETON.index((left_shoulder, left_elbow))
+    assert [(a, b, i) for a, b, i, _ in limbs] == [(left_shoulder, left_elbow, limb)]
+    assert limbs[0][3] == pytest.approx(0.5, abs=1e-4)  # the weaker joint's confidence
+    assert (left_elbow, left_wrist) in constants.SKELETON  # hidden wrist: that limb is not drawn
