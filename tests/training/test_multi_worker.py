@@ -1,13 +1,18 @@
 """Multi-worker data parallel with real worker processes on localhost: free ports, one CPU
-thread each, the stand-in model, 3 steps an epoch. TensorFlow: MultiWorkerMirroredStrategy from
-TF_CONFIG; JAX: jax.distributed (gloo collectives on CPU) + keras.distribution.DataParallel.
+thread each. TensorFlow: MultiWorkerMirroredStrategy from TF_CONFIG; JAX: jax.distributed (gloo
+collectives on CPU) + keras.distribution.DataParallel. Both backends throughout.
 
+The stand-in model, 3 steps an epoch, through Trainer (multiworker_run.py):
 - 2 workers x 1 image give the losses and weights of 1 worker x 2 images (tolerance 1e-5
   absolute on weights, 1e-5 relative on losses: float32 all-reduce order), identical weights on
   both workers, checkpoints and config from the chief only;
-  (both backends);
-- a killed worker stops the other with WorkerLost within KILL_TIMEOUT_S (collective timeout
-  COLLECTIVE_TIMEOUT_S), and restarting both resumes from the chief's last checkpoint.
+- a killed worker stops the other with WorkerLost within KILL_TIMEOUT_S (collective timeout,
+  on JAX the heartbeat timeout, COLLECTIVE_TIMEOUT_S), and restarting both resumes from the
+  chief's last checkpoint.
+
+The real tiny model through `mrcnn-kp train --synthetic` (slow): identical weights on both
+workers, only the chief writes, finite and falling losses, and what 2 workers x 1 image share
+with 1 worker x 2 images on each backend (see that test).
 """
 import json
 import os
