@@ -20,6 +20,7 @@ HELP = "train on a COCO-format keypoint dataset in stages (heads -> 4+ -> all)"
 # (layers, argument holding its epoch count, learning-rate factor)
 STAGES = (("heads", "epochs_heads", 1.0), ("4+", "epochs_4plus", 1.0), ("all", "epochs_all", 0.1))
 INTERRUPTED_STATUS = 128  # + the signal number, as a shell reports a signal
+WORKER_LOST_STATUS = 3  # another worker of the cluster stopped answering (docs/DISTRIBUTED.md)
 
 
 def add_arguments(parser):
@@ -218,6 +219,7 @@ def run(args):
     from mrcnn_kp.maskrcnn import MaskRCNN
     from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
     from mrcnn_kp.training.checkpoints import CheckpointWriteError
+    from mrcnn_kp.training.distribute import WorkerLost
 
     started = time.monotonic()
     start_jax_cluster(args)
@@ -250,6 +252,12 @@ def run(args):
         print(f"interrupted: checkpoint {stop.checkpoint}\n"
               f"continue with the same command plus --resume last")
         return INTERRUPTED_STATUS + int(stop.signum or 2)
+    except WorkerLost as lost:
+        print(f"mrcnn-kp train: error: {lost}", file=sys.stderr)
+        from mrcnn_kp.training import jax_cluster
+
+        jax_cluster.exit_now(WORKER_LOST_STATUS)  # JAX: not after waiting for the lost one
+        return WORKER_LOST_STATUS
     except CheckpointWriteError as error:
         try:
             last = model.find_last()

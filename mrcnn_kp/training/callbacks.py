@@ -13,7 +13,7 @@ import time
 import keras
 import numpy as np
 
-from mrcnn_kp.training import checkpoints, determinism
+from mrcnn_kp.training import checkpoints, determinism, distribute
 from mrcnn_kp.utils import get_logger
 
 log = get_logger("mrcnn_kp.training")
@@ -76,12 +76,17 @@ class Checkpointer(keras.callbacks.Callback):
             checkpoints.save_checkpoint(self.model, optimizer, path, meta, config=run.config)
         else:
             # Another worker of a cluster: the chief writes the checkpoint. This one writes it
-            # too, to a temporary folder it then deletes, because reading some distributed
-            # variables (metrics, sync-on-read counters) is a collective every worker must join.
+            # too, to a temporary folder it then deletes (or to $MRCNN_KP_WORKER_CHECKPOINT_DIR,
+            # kept), because reading some distributed variables (metrics, sync-on-read
+            # counters) is a collective every worker must join.
+            import contextlib
             import tempfile
 
-            with tempfile.TemporaryDirectory(prefix="mrcnn_kp_worker_",
-                                             ignore_cleanup_errors=True) as scratch:
+            keep = distribute.worker_checkpoint_dir()
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+            with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(
+                    prefix="mrcnn_kp_worker_", ignore_cleanup_errors=True) as scratch:
                 checkpoints.save_checkpoint(self.model, optimizer,
                                             os.path.join(scratch, os.path.basename(path)), meta,
                                             config=run.config)

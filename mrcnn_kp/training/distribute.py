@@ -15,7 +15,12 @@ batch is BATCH_SIZE x the number of workers. Build the model, compile and fit in
 
 Multi-worker TensorFlow: make the strategy before any other TensorFlow op runs (MaskRCNN does
 it first). MRCNN_KP_COLLECTIVE_TIMEOUT (seconds, default 600) bounds how long a step waits for
-a worker that stopped answering before it fails with WorkerLost.
+a worker that stopped answering before it fails with WorkerLost (on JAX it is the heartbeat
+timeout of jax.distributed: training.jax_cluster).
+
+MRCNN_KP_WORKER_CHECKPOINT_DIR: a folder where a worker other than the chief keeps its own copy
+of each checkpoint (which it otherwise writes to a temporary folder and deletes), to compare
+its weights with the chief's.
 """
 import contextlib
 import json
@@ -24,6 +29,8 @@ import os
 import keras
 
 COLLECTIVE_TIMEOUT_S = 600.0
+COLLECTIVE_TIMEOUT_ENV = "MRCNN_KP_COLLECTIVE_TIMEOUT"
+WORKER_CHECKPOINT_DIR_ENV = "MRCNN_KP_WORKER_CHECKPOINT_DIR"
 
 
 class WorkerLost(RuntimeError):
@@ -102,7 +109,7 @@ def make_strategy(config, devices=None):
 def _multi_worker_strategy():
     import tensorflow as tf
 
-    timeout = float(os.environ.get("MRCNN_KP_COLLECTIVE_TIMEOUT", COLLECTIVE_TIMEOUT_S))
+    timeout = float(os.environ.get(COLLECTIVE_TIMEOUT_ENV, COLLECTIVE_TIMEOUT_S))
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -221,19 +228,54 @@ def _with_axis(step):
 
 
 def lost_worker_error(error):
-    """WorkerLost for a TensorFlow error that means a peer is gone, else None."""
+    """WorkerLost for an error of a collective step that means a peer is gone, else None.
+
+    TensorFlow: the transport's UnavailableError, DeadlineExceededError (the collective
+    timeout), CancelledError, AbortedError, InternalError. JAX: a JaxRuntimeError from the
+    gloo collectives ("Gloo all-reduce failed: ... Connection closed by peer", at once when a
+    peer process dies) or with an UNAVAILABLE / DEADLINE_EXCEEDED / ABORTED / CANCELLED
+    status; another JaxRuntimeError (out of memory, a bad shape) stays what it is.
+    """
+    if keras.backend.backend() == "jax":
+        lost = _jax_peer_error(error)
+    else:
+        lost = _tf_peer_error(error)
+    if not lost:
+        return None
+    return WorkerLost(f"a worker of the cluster stopped answering during a training step "
+                      f"({type(error).__name__}: {str(error).splitlines()[0][:300]}); the "
+                      f"chief's last checkpoint is intact: restart every worker with "
+                      f"--resume last")
+
+
+JAX_PEER_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED")
+
+
+def _jax_peer_error(error):
+    try:
+        from jax.errors import JaxRuntimeError
+    except ImportError:
+        return False
+    if not isinstance(error, JaxRuntimeError):
+        return False
+    text = str(error)
+    return "gloo" in text.lower() or text.split(":", 1)[0].strip() in JAX_PEER_STATUSES
+
+
+def _tf_peer_error(error):
     try:
         import tensorflow as tf
     except ImportError:
-        return None
+        return False
     kinds = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
              tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
-    if isinstance(error, kinds):
-        return WorkerLost(f"a worker of the cluster stopped answering during a training step "
-                          f"({type(error).__name__}: {str(error).splitlines()[0][:300]}); the "
-                          f"chief's last checkpoint is intact: restart every worker with "
-                          f"--resume last")
-    return None
+    return isinstance(error, kinds)
+
+
+def worker_checkpoint_dir(environ=None):
+    """The folder named by MRCNN_KP_WORKER_CHECKPOINT_DIR, where a worker other than the chief
+    keeps its copy of each checkpoint; None (the default): a temporary folder, deleted."""
+    return (os.environ if environ is None else environ).get(WORKER_CHECKPOINT_DIR_ENV) or None
 
 
 def _tf_devices(tf, count):

@@ -8,7 +8,8 @@ Trains the stand-in model (standin_models) on this worker's shard of ShardedBatc
 strategy mrcnn_kp.training.distribute makes from the environment (MultiWorkerMirroredStrategy
 when TF_CONFIG names a cluster, DataParallel over all processes on JAX, none otherwise) and one CPU thread, then writes the
 losses per epoch, the weights, the step times and what it wrote to OUT_JSON. A WorkerLost is
-printed as "WORKER_LOST <message>" with exit status 3.
+printed as "WORKER_LOST <message>" with exit status 3 (on JAX at once, through
+jax_cluster.exit_now).
 """
 import json
 import os
@@ -91,6 +92,9 @@ def main(argv):
                                 verbose=0)
     except distribute.WorkerLost as lost:
         print("WORKER_LOST", lost, flush=True)
+        from mrcnn_kp.training import jax_cluster
+
+        jax_cluster.exit_now(3)  # JAX: not after the shutdown barrier's wait for the lost one
         return 3
     result = {
         "num_workers": num_workers, "index": index, "chief": trainer.is_chief,

@@ -66,3 +66,36 @@ def test_two_replicas_train_like_one_device(tmp_path, backend):
 
     for a, b in zip(one["weights"], two["weights"]):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-5)
+
+
+def test_a_peer_error_of_either_backend_is_a_lost_worker_and_others_are_not(monkeypatch):
+    """What the trainer turns into WorkerLost: a TensorFlow transport error on TensorFlow, a
+    gloo / UNAVAILABLE JaxRuntimeError on JAX; an out-of-memory error stays itself."""
+    import keras
+    import tensorflow as tf
+
+    from mrcnn_kp.training import distribute
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    lost = distribute.lost_worker_error(tf.errors.UnavailableError(None, None, "peer gone"))
+    assert isinstance(lost, distribute.WorkerLost) and "--resume last" in str(lost)
+    assert distribute.lost_worker_error(ValueError("a bad shape")) is None
+    jax_errors = pytest.importorskip("jax.errors")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    gloo = jax_errors.JaxRuntimeError("UNKNOWN: Gloo all-reduce failed: [pair.cc:547] "
+                                      "Connection closed by peer [127.0.0.1]:36761")
+    assert "Connection closed by peer" in str(distribute.lost_worker_error(gloo))
+    unavailable = jax_errors.JaxRuntimeError("UNAVAILABLE: task 1 heartbeat timeout")
+    assert isinstance(distribute.lost_worker_error(unavailable), distribute.WorkerLost)
+    memory = jax_errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory")
+    assert distribute.lost_worker_error(memory) is None
+    assert distribute.lost_worker_error(tf.errors.UnavailableError(None, None, "x")) is None
+
+
+def test_a_worker_keeps_its_checkpoints_only_where_it_is_told():
+    from mrcnn_kp.training import distribute
+
+    assert distribute.worker_checkpoint_dir({}) is None
+    assert distribute.worker_checkpoint_dir({"MRCNN_KP_WORKER_CHECKPOINT_DIR": ""}) is None
+    assert distribute.worker_checkpoint_dir(
+        {"MRCNN_KP_WORKER_CHECKPOINT_DIR": "/shared/w1"}) == "/shared/w1"

@@ -124,3 +124,29 @@ def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
     assert "--resume last" in errors[0] and "Traceback" not in err
     assert sorted(f for f in os.listdir(os.path.dirname(last)) if "mask_rcnn" in f) == \
         ["mask_rcnn_tiny_0001.state.npz", "mask_rcnn_tiny_0001.weights.h5"]
+
+
+def test_a_lost_worker_stops_the_command_with_one_line_and_status_3(tmp_path, monkeypatch,
+                                                                     capsys):
+    """WorkerLost from a training step (the stand-in model): one error line that says to
+    restart with --resume last, exit status 3, no traceback."""
+    from mrcnn_kp.maskrcnn import MaskRCNN
+    from mrcnn_kp.model import keypoint_rcnn
+    from mrcnn_kp.training.distribute import WorkerLost
+    from standin_models import StandinBatches, build_standin_training_model
+
+    def lose_a_worker(*args, **kwargs):
+        raise WorkerLost("a worker of the cluster stopped answering during a training step "
+                         "(...); restart every worker with --resume last")
+
+    monkeypatch.setattr(keypoint_rcnn, "build_training_model", build_standin_training_model)
+    monkeypatch.setattr(train_command, "load_datasets",
+                        lambda args, config: (StandinBatches(), None))
+    monkeypatch.setattr(MaskRCNN, "train", lose_a_worker)
+    status = cli.main(["train", "--config", "tiny", "--model-dir", str(tmp_path),
+                       "--epochs-heads", "1", "--epochs-4plus", "0", "--epochs-all", "0"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mrcnn-kp train: error")]
+    assert status == train_command.WORKER_LOST_STATUS == 3 and len(errors) == 1, err
+    assert "stopped answering" in errors[0] and "--resume last" in errors[0]
+    assert "Traceback" not in err
