@@ -82,9 +82,9 @@ def photo(height, width, seed):
     """A synthetic people picture resized to height x width (what users feed)."""
     from PIL import Image
 
-    from mrcnn_kp.data import synthetic
+    from mrcnn_kp.data import synthetic_people
 
-    pixels, _ = synthetic.render_image(np.random.default_rng([7, seed]), 128)
+    pixels, _ = synthetic_people.render_image(np.random.default_rng([7, seed]), 128)
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 
