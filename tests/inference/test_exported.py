@@ -16,7 +16,7 @@ same detections in the same order.
 Images of several sizes: the canvas size itself, smaller ones that are only padded, and
 resized ones. SavedModel and ONNX resize exactly as Predictor does (Pillow, float64);
 TFLite, without float64 kernels, resizes in float32, where a few values (up to 0.4 %) can
-differ by 1 (tests/inference/test_export.py bounds that on photos): on resized images the
+differ by 1 (tests/inference/test_export_graph.py bounds that on photos): on resized images the
 TFLite export is compared with the Keras model run on the TFLite molding, so the same
 tolerances hold.
 """
@@ -29,7 +29,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from mrcnn_kp.config import TinyConfig  # noqa: E402
-from mrcnn_kp.inference import coco_eval, export, exported  # noqa: E402
+from mrcnn_kp.inference import coco_eval, export, export_graph, exported  # noqa: E402
 from mrcnn_kp.inference.predictor import Predictor  # noqa: E402
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -141,7 +141,7 @@ def detect_on_float32_molding(model, config, image):
     """Predictor.detect, with the image molded as the TFLite export molds it."""
     from mrcnn_kp.inference.predictor import unmold_detections
 
-    molded, meta, window, scale = (v.numpy() for v in export.mold_image(
+    molded, meta, window, scale = (v.numpy() for v in export_graph.mold_image(
         tf.constant(image), config, exact=False))
     outputs = model.predict_on_batch({"input_image": molded[None],
                                       "input_image_meta": meta[None]})
