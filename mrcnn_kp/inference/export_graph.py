@@ -356,4 +356,3 @@ def portable_ops(tflite=False):
         yield
     finally:
         backend.fused, keras.ops.argmax, backend.nms = saved
-

@@ -48,7 +48,6 @@ def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampli
     return pool_bins_from_table(table, taps, output_size, sampling_ratio)
 
 
-
 def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
     """FPN level of each box [..., 4] (input pixels) -> [...] int32.
 

@@ -191,7 +191,6 @@ def _table_gradient(upstream, taps, rows, ratio):
     return ops.fori_loop(0, chunks, body, d_table)
 
 
-
 def crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size):
     """tf.image.crop_and_resize's bilinear samples, with its own arithmetic, so the values are
     the kernel's to the bit: top = tl + (tr - tl) * x_lerp, bottom likewise, then
@@ -260,4 +259,3 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale, sampling
                         grid_size)
     return pool_bins_from_table(ops.reshape(features, (-1, channels)), taps, output_size,
                                  sampling_ratio)
-

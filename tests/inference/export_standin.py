@@ -88,4 +88,3 @@ def assert_matches_predictor(out, ref, box_atol, score_atol):
     np.testing.assert_allclose(out["scores"][:n], ref["scores"], atol=score_atol)
     np.testing.assert_allclose(out["keypoints"][:n], ref["keypoints"], atol=box_atol)
     assert not out["boxes"][n:].any()
-
