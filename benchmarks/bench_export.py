@@ -38,9 +38,9 @@ def picture(height, width, seed=0):
     import numpy as np
     from PIL import Image
 
-    from mrcnn_kp.data import synthetic
+    from mrcnn_kp.data import synthetic_people
 
-    pixels, _ = synthetic.render_image(np.random.default_rng([seed]), max(height, width))
+    pixels, _ = synthetic_people.render_image(np.random.default_rng([seed]), max(height, width))
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 

@@ -74,7 +74,7 @@ def run_child(small, repeats):
     import numpy as np
 
     from mrcnn_kp.ops import boxes as box_ops
-    from mrcnn_kp.ops import roi_align
+    from mrcnn_kp.ops.pyramid_roi_align import pyramid_roi_align_batched
 
     s = sizes(small)
     rng = np.random.default_rng(0)
@@ -101,10 +101,10 @@ def run_child(small, repeats):
         result[f"{name}_first_call_s"] = round(first, 3)
 
     image = s["image"]
-    record("roi_align_7x7", lambda f, b: roi_align.pyramid_roi_align_batched(f, b, 7, image),
+    record("roi_align_7x7", lambda f, b: pyramid_roi_align_batched(f, b, 7, image),
            (features, rois))
     record("roi_align_14x14_mask_boxes",
-           lambda f, b: roi_align.pyramid_roi_align_batched(f, b, 14, image),
+           lambda f, b: pyramid_roi_align_batched(f, b, 14, image),
            (features, mask_rois))
     post = s["post_nms"]
     record("nms_proposals", lambda b, sc: box_ops.nms_batched(b, sc, 0.7, post),
@@ -115,8 +115,7 @@ def run_child(small, repeats):
            (det_boxes, det_scores, det_classes))
     if keras.backend.backend() == "tensorflow":  # the keras.ops versions behind the fast paths
         record("roi_align_7x7_keras_ops",
-               lambda f, b: roi_align.pyramid_roi_align_batched(f, b, 7, image,
-                                                                use_fast_path=False),
+               lambda f, b: pyramid_roi_align_batched(f, b, 7, image, use_fast_path=False),
                (features, rois))
         record("nms_proposals_keras_ops",
                lambda b, sc: box_ops.nms_batched(b, sc, 0.7, post, use_fast_path=False),

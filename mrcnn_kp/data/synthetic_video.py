@@ -6,11 +6,11 @@
     frames[t]        uint8 [H, W, 3]
     truth[t]         [{"id": walker index + 1, "keypoints": [17, 3] (x, y, v), "box": [4]}, ...]
 
-Each walker is one person of mrcnn_kp.data.synthetic (a pose, clothes and skin colours drawn
-from `seed`), moved rigidly by `velocity` pixels per frame from `start` (the mid-hip point) with
-a small walking bob; it is not drawn (and not in `truth`) on the frames of `hidden`. People
-lower in the picture are drawn over the others (ties: the later walker in front). Joints
-outside the frame are (0, 0, 0), as in COCO.
+Each walker is one person of mrcnn_kp.data.synthetic_people (a pose, clothes and skin colours
+drawn from `seed`), moved rigidly by `velocity` pixels per frame from `start` (the mid-hip
+point) with a small walking bob; it is not drawn (and not in `truth`) on the frames of
+`hidden`. People lower in the picture are drawn over the others (ties: the later walker in
+front). Joints outside the frame are (0, 0, 0), as in COCO.
 """
 import math
 from dataclasses import dataclass, field
@@ -19,7 +19,8 @@ import numpy as np
 from PIL import ImageDraw
 
 from mrcnn_kp import constants
-from mrcnn_kp.data import synthetic
+from mrcnn_kp.data.synthetic_people import (HEAD_RADIUS, SKIN_TONES, draw_background, draw_person,
+                                             pose_keypoints)
 
 
 @dataclass
@@ -36,16 +37,16 @@ def moving_people_clip(walkers, num_frames, size=(640, 360), seed=0):
     rng = np.random.default_rng(seed)
     people = []
     for walker in walkers:
-        joints, _, view = synthetic.pose_keypoints(rng, float(walker.height))
+        joints, _, view = pose_keypoints(rng, float(walker.height))
         colours = {
-            "skin": synthetic.SKIN_TONES[rng.integers(len(synthetic.SKIN_TONES))],
+            "skin": SKIN_TONES[rng.integers(len(SKIN_TONES))],
             "shirt": tuple(int(v) for v in rng.integers(30, 256, size=3)),
             "trousers": tuple(int(v) for v in rng.integers(0, 200, size=3)),
             "hair": tuple(int(v) for v in rng.integers(0, 90, size=3)),
         }
         people.append((joints, view, colours))
     # the background has its own generator: the same seed gives it with any walkers
-    background = synthetic._background(np.random.default_rng([seed, 1]), max(width, height))
+    background = draw_background(np.random.default_rng([seed, 1]), max(width, height))
     background = background.crop((0, 0, width, height))
     frames, truth = [], []
     for t in range(num_frames):
@@ -63,9 +64,8 @@ def moving_people_clip(walkers, num_frames, size=(640, 360), seed=0):
         people_now = []
         for _, k, moved, view, origin, colours, walker in placed:
             moved_view = dict(view, head=view["head"] + origin, neck=view["neck"] + origin)
-            synthetic._draw_person([(draw, False)], moved, moved_view, float(walker.height),
-                                   colours)
-            pad = synthetic.HEAD_RADIUS * walker.height
+            draw_person([(draw, False)], moved, moved_view, float(walker.height), colours)
+            pad = HEAD_RADIUS * walker.height
             box = np.concatenate([moved.min(axis=0) - pad, moved.max(axis=0) + pad])
             box = np.clip(box, 0, [width, height, width, height])
             keypoints = np.zeros((len(moved), 3))

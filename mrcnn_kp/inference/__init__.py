@@ -4,7 +4,9 @@
                  original pixels (rois, class_ids, scores, masks [H, W, n], keypoints [n, 17, 3])
 - coco_eval.py   detections -> COCO results json -> pycocotools COCOeval -> summary dicts
 - visualize.py   boxes, masks and the COCO skeleton with matplotlib, saved as PNG
-- export.py      deployment formats
+- export.py      deployment formats: export_saved_model.py, export_tflite.py, export_onnx.py,
+                 each wrapping export_graph.py's serving function (molding in the graph);
+                 exported.py runs the files
 - video.py       frames from video files, numbered-frame folders and cameras; video writing (PyAV)
 - tracking.py    PoseTracker: a person's id across frames (OKS + box IoU, optimal assignment)
 - smoothing.py   the One-Euro filter for joints over time

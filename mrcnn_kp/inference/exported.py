@@ -3,7 +3,7 @@
     from mrcnn_kp.inference import exported
     model = exported.load_exported("exported/person_kp.tflite")
     model.format                     # "saved_model", "tflite" or "onnx"
-    model.run(image)                 # the serving outputs (mrcnn_kp.inference.export), numpy
+    model.run(image)                 # the serving outputs (mrcnn_kp.inference.export_graph), numpy
     model.detect([image, ...])       # Predictor.detect's result dicts, e.g. for coco_eval
 
 `detect` turns the serving outputs into Predictor.detect's dict per image: rois [n, 4]
@@ -101,7 +101,7 @@ class ExportedModel:
         return run, sorted(serve.structured_outputs)
 
     def _load_tflite(self, num_threads, tflite_runtime):
-        from mrcnn_kp.inference.export import flex_ops_message, tflite_ops
+        from mrcnn_kp.inference.export_tflite import flex_ops_message, tflite_ops
 
         with open(self.path, "rb") as f:
             flatbuffer = f.read()
@@ -122,7 +122,7 @@ class ExportedModel:
         try:
             import onnxruntime
         except ImportError:
-            from mrcnn_kp.inference.export import ONNX_MISSING
+            from mrcnn_kp.inference.export_onnx import ONNX_MISSING
 
             raise RuntimeError(ONNX_MISSING) from None
         options = onnxruntime.SessionOptions()

@@ -19,8 +19,8 @@ differs in three ways:
 it agrees with TensorFlow's: the boxes sorted by score (top_k: ties to the lower index, in
 TensorFlow and TFLite alike) and scored by rank, so no two scores tie; zero-area boxes kept out
 of the kernel and merged back in rank order (they cannot change what else is selected); the
-threshold raised by one float32 step, so >= acts as >. export.export_tflite traces the model
-with it (export._portable_ops).
+threshold raised by one float32 step, so >= acts as >. export_tflite.export_tflite traces the
+model with it (export_graph.portable_ops).
 """
 import numpy as np
 

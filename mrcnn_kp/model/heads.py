@@ -28,7 +28,7 @@ import keras
 from keras import layers, ops
 
 from mrcnn_kp.model.backbone import batch_norm, torchvision_extent
-from mrcnn_kp.ops import roi_align as roi_align_ops
+from mrcnn_kp.ops import pyramid_roi_align as pyramid_ops
 
 HUMANPOSE_NUM_CONVS = 8
 HUMANPOSE_CONV_CHANNELS = 512
@@ -40,7 +40,7 @@ class PyramidRoiAlign(keras.layers.Layer):
     """Pool [B, N, 4] pixel boxes from [P2, P3, P4, P5] -> [B, N, size, size, C].
 
     Each box is read from the pyramid level picked by its size (DESIGN.md's level rule) with
-    ops.roi_align.pyramid_roi_align: true ROIAlign (sampling_ratio points per bin, aligned
+    ops.pyramid_roi_align: true ROIAlign (sampling_ratio points per bin, aligned
     half-pixel shift) or matterport's crop_and_resize, per `mode`.
     """
 
@@ -54,9 +54,9 @@ class PyramidRoiAlign(keras.layers.Layer):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
-        if mode not in roi_align_ops.MODES:
+        if mode not in pyramid_ops.MODES:
             raise ValueError(f"unknown ROI_ALIGN_MODE {mode!r}; choose one of "
-                             f"{', '.join(roi_align_ops.MODES)}")
+                             f"{', '.join(pyramid_ops.MODES)}")
         self.mode = mode
         # matterport's normalised (y1, x1, y2, x2) boxes instead of pixels (crop_and_resize)
         self.normalized_boxes = bool(normalized_boxes)
@@ -67,7 +67,7 @@ class PyramidRoiAlign(keras.layers.Layer):
         # maps end where torchvision's do, at its size padded to 32, not at the canvas' edge.
         feature_maps = [ops.cast(f, "float32") for f in feature_maps]
         extents = None if image_meta is None else torchvision_extent(image_meta)  # [B, 2]
-        return roi_align_ops.pyramid_roi_align_batched(
+        return pyramid_ops.pyramid_roi_align_batched(
             feature_maps, ops.cast(boxes, "float32"), output_size=self.pool_size,
             image_size=self.image_shape[:2], sampling_ratio=self.sampling_ratio,
             aligned=self.aligned, mode=self.mode,

@@ -6,7 +6,7 @@ so a pixel y2/x2 is exclusive and a normalised one inclusive. Our layers exchang
 (x1, y1, x2, y2) (docs/DESIGN.md); with PROPOSAL_MODE / DETECTION_MODE "matterport" they
 convert to these coordinates, do matterport's maths here in float32, and convert back
 (`to_pixels`, unrounded, the inverse of `from_pixels`). The matterport ROI pooling
-(ops.roi_align, mode "crop_and_resize") normalises pixel boxes the same way.
+(ops.pyramid_roi_align, mode "crop_and_resize") normalises pixel boxes the same way.
 
 Unlike ops.boxes.decode_deltas, `apply_box_deltas` caps nothing (matterport's
 apply_box_deltas_graph) and computes y2 as y1 + h.

@@ -1,29 +1,22 @@
-"""ROIAlign (He et al. 2017) with torchvision's exact semantics, and its FPN pyramid version
-(plus matterport's crop_and_resize pooling, to reproduce matterport-trained models exactly).
+"""ROIAlign (He et al. 2017) with torchvision's exact semantics, on one map per image, and the
+sampling kernels that ops.pyramid_roi_align runs on every FPN level at once.
 
 Every output bin averages sampling_ratio x sampling_ratio bilinear samples placed at the
 centres of a regular sub-grid of the bin. aligned=True shifts the box by -0.5 feature pixels
 (pixel centres at integer coordinates, detectron2's ROIAlignV2); aligned=False is the legacy
 behaviour, which also widens boxes thinner than one feature pixel to 1. Sampling follows
 torchvision's bilinear_interpolate: a sample further than one pixel outside the map counts as
-0, a sample within one pixel of the border reads the border.
+0, a sample within one pixel of the border reads the border. The border is where the image's
+map ends (corner_taps' `extent`), not always where the tensor ends. crop_and_resize_from_table
+samples as tf.image.crop_and_resize does instead (matterport's pooling).
 
-The map's border is where the image's map ends, not always where the tensor ends:
-pyramid_roi_align's `extents` give each image's own extent on a larger canvas (torchvision
-runs every image on its own size padded to 32; a fixed canvas holds it at the top-left). A
-legacy (aligned=False) box thinner than a feature pixel at the image's bottom or right edge
-is widened past that extent, and its samples there must read 0, as torchvision's do, not the
-canvas beyond.
-
-Implementation (keras.ops): the feature maps are flattened into one [rows, C] table (all
-pyramid levels concatenated), and each corner of each sample is one row index into it, so every
-box of every level is sampled by 4 gathers with static shapes and no loop over boxes or levels.
-XLA and JAX fuse those gathers; TensorFlow without XLA would run each gather, multiply and add
-as its own pass over memory, so there the pooling is compiled on its own (backend.fused).
+Implementation (keras.ops): the feature maps are flattened into one [rows, C] table, and each
+corner of each sample is one row index into it (corner_taps), so every box is sampled by 4
+gathers with static shapes and no loop over boxes.
 
 Gradient: to the feature maps only (the boxes are constants, as torchvision's roi_align has
 no box gradient and Mask R-CNN's ROIs are stop_gradient'ed anyway). It is written out
-(_pool_bins_from_table) rather than left to autodiff: autodiff of the 4 corner gathers keeps
+(pool_bins_from_table) rather than left to autodiff: autodiff of the 4 corner gathers keeps
 the gathered corners and builds the table's gradient from IndexedSlices as large as every
 corner of every sample (N x Sy x Sx x 4 rows of C), ~6 such tensors at a peak; 512 training
 ROIs of a 832 x 1088 image at sampling ratio 2 made that 2.6 GB of a 5.3 GB training step.
@@ -34,17 +27,12 @@ corners' weighted shares into the table's (dense) gradient, GRADIENT_ROI_CHUNK R
 from keras import ops
 
 from mrcnn_kp.ops import backend
-from mrcnn_kp.ops import matterport as matterport_ops
 
-CANONICAL_SIZE = 224.0  # FPN paper: a 224 x 224 box maps to level 4
-CANONICAL_LEVEL = 4
-MIN_LEVEL, MAX_LEVEL = 2, 5
-# Sampling rules at the map border and the pooling modes of pyramid_roi_align
+# Sampling rules at the map border (and the pooling modes of ops.pyramid_roi_align)
 TORCHVISION, CROP_AND_RESIZE = "roi_align", "crop_and_resize"
-MODES = (TORCHVISION, CROP_AND_RESIZE)
 
 
-def _pair(size):
+def as_pair(size):
     """An int or an (h, w) pair -> (h, w) python ints."""
     if not hasattr(size, "__len__"):
         return int(size), int(size)
@@ -52,7 +40,7 @@ def _pair(size):
     return int(h), int(w)
 
 
-def _sample_grid(boxes, scale, output_size, sampling_ratio, aligned):
+def sample_grid(boxes, scale, output_size, sampling_ratio, aligned):
     """Where the samples of each box lie on its feature map: a regular grid per box.
 
     boxes [N, 4] input pixels, scale [N] (or a number) feature pixels per input pixel ->
@@ -98,7 +86,7 @@ def _bilinear_taps(first, step, count, size, border=TORCHVISION):
             (1.0 - frac) * inside, frac * inside)
 
 
-def _corner_taps(row_offset, height, width, grid, grid_size, border=TORCHVISION, extent=None):
+def corner_taps(row_offset, height, width, grid, grid_size, border=TORCHVISION, extent=None):
     """The 4 bilinear corners of every sample of every box's grid: [(index [N, Sy, Sx] int32
     table rows, weight [N, Sy, Sx])] x 4, constants (no gradient to the boxes).
 
@@ -124,7 +112,7 @@ def _corner_taps(row_offset, height, width, grid, grid_size, border=TORCHVISION,
 
 
 def _gather_samples(table, taps):
-    """table [T, C] -> the bilinear samples [N, Sy, Sx, C] of _corner_taps."""
+    """table [T, C] -> the bilinear samples [N, Sy, Sx, C] of corner_taps."""
     total = 0.0
     for index, weight in taps:
         total = total + ops.take(table, index, axis=0) * weight[..., None]  # [N, Sy, Sx, C]
@@ -138,7 +126,7 @@ def _gather_samples(table, taps):
 GRADIENT_ROI_CHUNK = 64
 
 
-def _pool_bins_from_table(table, taps, output_size, sampling_ratio):
+def pool_bins_from_table(table, taps, output_size, sampling_ratio):
     """_average_bins(_gather_samples(table, taps)) -> [N, out_h, out_w, C], with the gradient
     to table written out (see the module docstring): d table = sum over corners of
     scatter-add(weight * d bin / ratio^2 at each of the bin's samples, index), GRADIENT_ROI_CHUNK
@@ -203,19 +191,7 @@ def _table_gradient(upstream, taps, rows, ratio):
     return ops.fori_loop(0, chunks, body, d_table)
 
 
-def _pool_pyramid(features, row_offset, height, width, grid, output_size, sampling_ratio,
-                  border=TORCHVISION, extent=None):
-    """Bins from the maps of every level flattened into one table -> [N, h, w, C]."""
-    channels = ops.shape(features[0])[-1]
-    table = ops.concatenate([ops.reshape(f, (-1, channels)) for f in features], axis=0)
-    grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
-    if border == CROP_AND_RESIZE:  # one sample per cell: nothing to average
-        return _crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size)
-    taps = _corner_taps(row_offset, height, width, grid, grid_size, border, extent)
-    return _pool_bins_from_table(table, taps, output_size, sampling_ratio)
-
-
-def _crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size):
+def crop_and_resize_from_table(table, row_offset, height, width, grid, grid_size):
     """tf.image.crop_and_resize's bilinear samples, with its own arithmetic, so the values are
     the kernel's to the bit: top = tl + (tr - tl) * x_lerp, bottom likewise, then
     top + (bottom - top) * y_lerp; samples outside [0, H - 1] are 0 -> [N, rows, cols, C]."""
@@ -255,7 +231,7 @@ def _average_bins(samples, output_size, sampling_ratio):
     return ops.mean(samples, axis=(2, 4))
 
 
-def _check_sampling_ratio(sampling_ratio):
+def check_sampling_ratio(sampling_ratio):
     if int(sampling_ratio) <= 0:
         raise ValueError(f"sampling_ratio must be a positive integer (static shapes), got "
                          f"{sampling_ratio}")
@@ -270,180 +246,16 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale, sampling
     int image of each box; spatial_scale: feature pixels per input pixel (1 / stride);
     sampling_ratio: samples per bin side (> 0; the adaptive mode has no static shape).
     """
-    sampling_ratio = _check_sampling_ratio(sampling_ratio)
-    output_size = _pair(output_size)
+    sampling_ratio = check_sampling_ratio(sampling_ratio)
+    output_size = as_pair(output_size)
     features = ops.convert_to_tensor(features)
     boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
     box_indices = ops.cast(ops.convert_to_tensor(box_indices), "int32")
     _, height, width, channels = ops.shape(features)
-    grid = _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned)
+    grid = sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned)
     grid_size = (output_size[0] * sampling_ratio, output_size[1] * sampling_ratio)
     ones = ops.ones_like(boxes[:, 0])  # [N]
-    taps = _corner_taps(box_indices * (height * width), ones * height, ones * width, grid,
+    taps = corner_taps(box_indices * (height * width), ones * height, ones * width, grid,
                         grid_size)
-    return _pool_bins_from_table(ops.reshape(features, (-1, channels)), taps, output_size,
+    return pool_bins_from_table(ops.reshape(features, (-1, channels)), taps, output_size,
                                  sampling_ratio)
-
-
-def fpn_levels(boxes, min_level=MIN_LEVEL, max_level=MAX_LEVEL):
-    """FPN level of each box [..., 4] (input pixels) -> [...] int32.
-
-    k = floor(4 + log2(sqrt(w * h) / 224)) clipped to [min_level, max_level]; like torchvision,
-    1e-6 is added inside the floor so a box of exactly 224 * 2^n pixels is not pushed down by
-    rounding. Zero-area boxes go to min_level.
-    """
-    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
-    w = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-    h = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
-    side = ops.sqrt(w * h)
-    level = ops.floor(CANONICAL_LEVEL + ops.log2(ops.maximum(side, 1e-6) / CANONICAL_SIZE)
-                      + 1e-6)
-    return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
-
-
-def _normalised(boxes, image_size):
-    """Pixel (x1, y1, x2, y2) [..., 4] -> matterport's normalised (y1, x1, y2, x2)."""
-    image_h, image_w = _pair(image_size)
-    return ops.stack([boxes[..., 1] / (image_h - 1.0), boxes[..., 0] / (image_w - 1.0),
-                      (boxes[..., 3] - 1.0) / (image_h - 1.0),
-                      (boxes[..., 2] - 1.0) / (image_w - 1.0)], axis=-1)
-
-
-def matterport_levels(boxes, image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL,
-                      normalized_boxes=False):
-    """matterport's PyramidROIAlign level of each pixel box [..., 4] -> [...] int32.
-
-    clip(4 + round(log2(sqrt(h * w) / (224 / sqrt(H * W)))), 2, 5) with h, w of the box
-    normalised matterport's way ((y2 - 1 - y1) / (H - 1)) and round half to even (tf.round).
-    normalized_boxes: the boxes are matterport's normalised (y1, x1, y2, x2) already.
-    """
-    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
-    image_h, image_w = _pair(image_size)
-    if not normalized_boxes:
-        boxes = _normalised(boxes, image_size)
-    h = boxes[..., 2] - boxes[..., 0]
-    w = boxes[..., 3] - boxes[..., 1]
-    area = ops.maximum(h * w, 0.0)
-    scale = CANONICAL_SIZE / (float(image_h * image_w) ** 0.5)
-    level = ops.log2(ops.maximum(ops.sqrt(area), 1e-30) / scale)
-    level = CANONICAL_LEVEL + ops.round(level)
-    return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
-
-
-def _crop_and_resize_grid(boxes, height, width, output_size):
-    """tf.image.crop_and_resize's sample grid of matterport's normalised boxes.
-
-    boxes [N, 4] normalised (y1, x1, y2, x2), height, width [N] the box's map size ->
-    (first_y, step_y, first_x, step_x): sample k at y1n (H_l - 1) + k (y2n - y1n) (H_l - 1) /
-    (c - 1), or at the centre (y1n + y2n) / 2 (H_l - 1) when c = 1.
-    """
-    out_h, out_w = output_size
-    y1, x1, y2, x2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-
-    def axis(lo, hi, size, count):
-        if count == 1:
-            return 0.5 * (lo + hi) * (size - 1.0), ops.zeros_like(lo)
-        step = matterport_ops.divide_float32((hi - lo) * (size - 1.0), count - 1.0)
-        return lo * (size - 1.0), step
-
-    first_y, step_y = axis(y1, y2, height, out_h)
-    first_x, step_x = axis(x1, x2, width, out_w)
-    return first_y, step_y, first_x, step_x
-
-
-def pyramid_roi_align(features, boxes, box_indices, output_size, image_size, sampling_ratio=2,
-                      aligned=True, use_fast_path=True, mode=TORCHVISION,
-                      normalized_boxes=False, extents=None):
-    """Multi-level ROIAlign: each box is pooled from the FPN level its size selects.
-
-    features: list of [B, H_l, W_l, C] maps for P2, P3, ... (consecutive levels from 2);
-    boxes: [N, 4] (x1, y1, x2, y2) in image pixels; box_indices: [N] int image of each box;
-    image_size: (height, width) of the image the boxes live in (the stride of level l is
-    image_size / map size). Returns [N, out_h, out_w, C] in the input box order.
-    use_fast_path=False forces the keras.ops version (the reference for backend fast paths).
-    mode "crop_and_resize" reproduces matterport's PyramidROIAlign instead: its level rule
-    (matterport_levels) and one tf.image.crop_and_resize sample per output cell on its
-    normalised boxes (sampling_ratio and aligned are then unused). normalized_boxes (that mode
-    only): the boxes are matterport's normalised (y1, x1, y2, x2) as its graph has them, not
-    pixels; pixels normalised here can be 1 float32 ulp off, enough to move a sample on a far
-    edge (y2 = 1) to the other side of H - 1.
-    extents: [B, 2] (height, width) image pixels of each image's region at the canvas'
-    top-left (torchvision: its size padded to 32), the border that sampling sees on every
-    level (mode "roi_align"); None: the whole map.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown ROI pooling mode {mode!r}; choose one of {', '.join(MODES)}")
-    if normalized_boxes and mode != CROP_AND_RESIZE:
-        raise ValueError("normalized_boxes needs mode 'crop_and_resize'")
-    if extents is not None and mode != TORCHVISION:
-        raise ValueError("extents needs mode 'roi_align'")
-    sampling_ratio = _check_sampling_ratio(sampling_ratio)
-    output_size = _pair(output_size)
-    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
-    box_indices = ops.cast(ops.convert_to_tensor(box_indices), "int32")
-    image_h, image_w = _pair(image_size)
-    features = [ops.convert_to_tensor(f) for f in features]
-    channels = ops.shape(features[0])[-1]
-    max_level = MIN_LEVEL + len(features) - 1
-    if mode == CROP_AND_RESIZE:
-        if not normalized_boxes:
-            boxes = _normalised(boxes, (image_h, image_w))  # [N, 4] (y1, x1, y2, x2)
-        level = matterport_levels(boxes, (image_h, image_w), MIN_LEVEL, max_level,
-                                  normalized_boxes=True) - MIN_LEVEL
-    else:
-        level = fpn_levels(boxes, MIN_LEVEL, max_level) - MIN_LEVEL  # [N] 0-based level
-
-    # Per level: first table row, map size and scale; then pick each box's values.
-    starts, heights, widths, scales_y, scales_x = [], [], [], [], []
-    start = 0
-    for f in features:
-        _, h, w, _ = f.shape  # static map sizes; the batch may be symbolic
-        starts.append(start)
-        heights.append(float(h))
-        widths.append(float(w))
-        scales_y.append(h / image_h)
-        scales_x.append(w / image_w)
-        start = start + ops.shape(f)[0] * h * w
-    if any(abs(sy - sx) > 1e-6 for sy, sx in zip(scales_y, scales_x)):
-        raise ValueError(f"feature maps must have the same stride along y and x; got scales "
-                         f"{scales_y} and {scales_x} for image size {(image_h, image_w)}")
-
-    def pick(values, dtype="float32"):  # per-level values -> [N], each box's level's value
-        return ops.take(ops.stack([ops.cast(v, dtype) for v in values]), level, axis=0)
-
-    height, width = pick(heights), pick(widths)
-    row_offset = pick(starts, "int32") + box_indices * ops.cast(height * width, "int32")
-    extent = None
-    if mode == CROP_AND_RESIZE:
-        grid = _crop_and_resize_grid(boxes, height, width, output_size)
-        sampling_ratio = 1
-    else:
-        scale = pick(scales_y)
-        grid = _sample_grid(boxes, scale, output_size, sampling_ratio, aligned)
-        if extents is not None:  # [N] rows, cols of the box's image on its level's map
-            image_extent = ops.take(ops.cast(extents, "float32"), box_indices, axis=0)  # [N, 2]
-            extent = (ops.minimum(ops.ceil(image_extent[:, 0] * scale), height),
-                      ops.minimum(ops.ceil(image_extent[:, 1] * scale), width))
-    # crop_and_resize: no XLA fusion. XLA rewrites the grid's float32 maths (x / c as
-    # x * (1 / c)), which moves samples on a box's far edge (y2 = 1, every box clipped to the
-    # image) just past H - 1, where tf.image.crop_and_resize's arithmetic keeps them inside;
-    # such a sample would read 0 instead of the border (JAX, always compiled, can do this).
-    fuse = use_fast_path and mode != CROP_AND_RESIZE
-    pool = backend.fused(_pool_pyramid) if fuse else _pool_pyramid
-    return pool(features, row_offset, height, width, grid, output_size, sampling_ratio, mode,
-                extent)
-
-
-def pyramid_roi_align_batched(features, boxes, output_size, image_size, sampling_ratio=2,
-                              aligned=True, use_fast_path=True, mode=TORCHVISION,
-                              normalized_boxes=False, extents=None):
-    """pyramid_roi_align for per-image boxes [B, N, 4] -> [B, N, out_h, out_w, C]
-    (extents [B, 2]: see pyramid_roi_align)."""
-    boxes = ops.cast(ops.convert_to_tensor(boxes), "float32")
-    batch, num_boxes = ops.shape(boxes)[0], ops.shape(boxes)[1]
-    box_indices = ops.repeat(ops.arange(batch, dtype="int32"), num_boxes)  # [B*N]
-    pooled = pyramid_roi_align(features, ops.reshape(boxes, (-1, 4)), box_indices, output_size,
-                               image_size, sampling_ratio, aligned, use_fast_path,
-                               mode, normalized_boxes, extents)  # [B*N, h, w, C]
-    out_h, out_w = _pair(output_size)
-    return ops.reshape(pooled, (batch, num_boxes, out_h, out_w, ops.shape(pooled)[-1]))

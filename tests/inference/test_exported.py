@@ -16,7 +16,7 @@ same detections in the same order.
 Images of several sizes: the canvas size itself, smaller ones that are only padded, and
 resized ones. SavedModel and ONNX resize exactly as Predictor does (Pillow, float64);
 TFLite, without float64 kernels, resizes in float32, where a few values (up to 0.4 %) can
-differ by 1 (tests/inference/test_export.py bounds that on photos): on resized images the
+differ by 1 (tests/inference/test_export_graph.py bounds that on photos): on resized images the
 TFLite export is compared with the Keras model run on the TFLite molding, so the same
 tolerances hold.
 """
@@ -29,7 +29,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from mrcnn_kp.config import TinyConfig  # noqa: E402
-from mrcnn_kp.inference import coco_eval, export, exported  # noqa: E402
+from mrcnn_kp.inference import coco_eval, export, export_graph, exported  # noqa: E402
 from mrcnn_kp.inference.predictor import Predictor  # noqa: E402
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -82,9 +82,9 @@ def photo(height, width, seed):
     """A synthetic people picture resized to height x width (what users feed)."""
     from PIL import Image
 
-    from mrcnn_kp.data import synthetic
+    from mrcnn_kp.data import synthetic_people
 
-    pixels, _ = synthetic.render_image(np.random.default_rng([7, seed]), 128)
+    pixels, _ = synthetic_people.render_image(np.random.default_rng([7, seed]), 128)
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
 
 
@@ -141,7 +141,7 @@ def detect_on_float32_molding(model, config, image):
     """Predictor.detect, with the image molded as the TFLite export molds it."""
     from mrcnn_kp.inference.predictor import unmold_detections
 
-    molded, meta, window, scale = (v.numpy() for v in export.mold_image(
+    molded, meta, window, scale = (v.numpy() for v in export_graph.mold_image(
         tf.constant(image), config, exact=False))
     outputs = model.predict_on_batch({"input_image": molded[None],
                                       "input_image_meta": meta[None]})

@@ -262,13 +262,13 @@ class EchoMoldedTruth:
 
 
 def test_detect_returns_known_synthetic_people_in_original_pixels():
-    from mrcnn_kp.data import dataset, synthetic
+    from mrcnn_kp.data import dataset, synthetic_people
 
     config = TinyConfig()
     rng = np.random.default_rng(3)
-    image, people = synthetic.render_image(rng, image_size=256)
+    image, people = synthetic_people.render_image(rng, image_size=256)
     while len(people) < 2:
-        image, people = synthetic.render_image(rng, image_size=256)
+        image, people = synthetic_people.render_image(rng, image_size=256)
     image = image[:, 40:216]  # 256 high x 176 wide: not square, padded left and right
     masks = np.stack([p["mask"][:, 40:216] for p in people], axis=-1)  # [H, W, n]
     keep = masks.reshape(-1, masks.shape[-1]).sum(0) > 400
