@@ -17,18 +17,18 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "mrcnn_kp"
 
 # Lowest first. A module may import modules of its own layer and of any layer below it. An entry
 # names a module or a package and everything under it, matched on whole dotted parts
-# ("mrcnn_kp.weights" does not claim "mrcnn_kp.weights_presets"); the bare package name
+# ("mrcnn_kp.weights" does not claim "mrcnn_kp.weights.presets"); the bare package name
 # "mrcnn_kp" claims only mrcnn_kp/__init__.py, so a new top-level module is unplaced until it is
 # given a layer here and in docs/DESIGN.md.
 LAYERS = (
     ("base", ("mrcnn_kp.constants", "mrcnn_kp.utils", "mrcnn_kp.download",
-              "mrcnn_kp.pth_reader")),
+              "mrcnn_kp.weights.pth_reader")),
     ("config", ("mrcnn_kp.config",)),
     ("ops", ("mrcnn_kp.ops",)),
     ("data", ("mrcnn_kp.data",)),
     ("model", ("mrcnn_kp.model",)),
-    ("weights", ("mrcnn_kp.weights", "mrcnn_kp.pretrained", "mrcnn_kp.torchvision_weights",
-                 "mrcnn_kp.weights_presets")),
+    ("weights", ("mrcnn_kp.weights", "mrcnn_kp.weights.lite0_imagenet", "mrcnn_kp.weights.torchvision",
+                 "mrcnn_kp.weights.presets")),
     ("losses", ("mrcnn_kp.losses",)),
     ("training/inference", ("mrcnn_kp.training", "mrcnn_kp.inference")),
     ("facade", ("mrcnn_kp.maskrcnn", "mrcnn_kp")),
@@ -238,7 +238,7 @@ def test_a_known_exception_covers_only_its_own_pair():
 
 
 def test_names_are_matched_on_whole_dotted_parts():
-    assert layer_of("mrcnn_kp.weights_presets")[1] == "mrcnn_kp.weights_presets"
+    assert layer_of("mrcnn_kp.weights.presets")[1] == "mrcnn_kp.weights.presets"
     assert layer_of("mrcnn_kp.model.heads") == (4, "mrcnn_kp.model")
     assert layer_of("mrcnn_kp") == (8, "mrcnn_kp")
     assert layer_of("mrcnn_kp.MaskRCNN") == (8, "mrcnn_kp")  # a name inside the package
