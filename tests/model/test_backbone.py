@@ -10,8 +10,8 @@ import pytest
 from backbone_models import SIDE, backbone_model, predict
 
 from mrcnn_kp.config import TinyConfig
-from mrcnn_kp.model.backbone import (backbone_channels, backbone_stage_regex, backbone_tap_names,
-                                     BACKBONE_TAP_STRIDES, build_backbone)
+from mrcnn_kp.model.backbone import (BACKBONE_TAP_STRIDES, backbone_channels, backbone_stage_regex,
+                                     backbone_tap_names, build_backbone)
 
 
 @pytest.mark.parametrize("name, channels", [
