@@ -16,6 +16,7 @@ from standin_weights import (assert_same_weights, assert_same_weights_dict, name
 
 from mrcnn_kp import weights as W
 from mrcnn_kp.config import TinyConfig
+from mrcnn_kp.weights.named_layers import model_units
 
 
 # ----------------------------------------------------------------------------- legacy files
@@ -126,8 +127,8 @@ def test_keras3_checkpoint_from_training_graph_loads_into_inference_graph(tmp_pa
     train = standin(training=True, seed=0)
     infer = standin(training=False, seed=9)
     # The two graphs save the same layer under different Keras paths: only names can match them.
-    train_paths = {u.name: u.keras_path for u in W.model_units(train)}
-    infer_paths = {u.name: u.keras_path for u in W.model_units(infer)}
+    train_paths = {u.name: u.keras_path for u in model_units(train)}
+    infer_paths = {u.name: u.keras_path for u in model_units(infer)}
     assert train_paths.keys() == infer_paths.keys()
     assert train_paths["mrcnn_class_conv1"] != infer_paths["mrcnn_class_conv1"]
 
@@ -212,7 +213,7 @@ def scramble(model, seed):
 def test_real_model_checkpoint_moves_between_training_and_inference(tmp_path, real_models):
     config, pair, target = real_models
     scramble(target, 0)
-    units = W.model_units(target)
+    units = model_units(target)
     assert {"rpn_conv_shared", "mrcnn_class_logits", "mrcnn_mask"} <= {u.name for u in units}
     path = W.save_weights(pair.training, tmp_path / "train.weights.h5", config=config)
     report = W.load_weights(target, path)
