@@ -14,7 +14,7 @@ along the 224 side; ours places them at the top-left of its 320 x 320 canvas), w
 limits (500 pre-NMS per level, 300 proposals, 8 detections).
 TensorFlow only
 (ResNet-50 twice is the budget); the layout's pieces also run on JAX in tests/ops/test_anchors.py
-and tests/model/test_{backbone,rpn,proposals,detection}.py.
+and tests/model/test_{resnet,torchvision_layout,rpn,proposals,detection}.py.
 """
 import json
 import os
@@ -94,19 +94,19 @@ def test_the_published_coco_v1_file_gets_torchvisions_batch_norm_epsilon(tmp_pat
     unless the config sets an epsilon itself."""
     import hashlib
 
-    from mrcnn_kp.weights import torchvision as torchvision_weights
+    from mrcnn_kp.weights import torchvision as tv_weights
 
     published, other = tmp_path / "published.pth", tmp_path / "other.pth"
     published.write_bytes(b"published weights")
     other.write_bytes(b"fine-tuned weights")
-    monkeypatch.setattr(torchvision_weights, "TORCHVISION_COCO_V1_SHA256",
+    monkeypatch.setattr(tv_weights, "TORCHVISION_COCO_V1_SHA256",
                         hashlib.sha256(b"published weights").hexdigest())
     config = TorchvisionKeypointConfig()
     assert config.BACKBONE_BN_EPSILON is None
-    assert torchvision_weights.config_for_source(config, published).BACKBONE_BN_EPSILON == 0.0
-    assert torchvision_weights.config_for_source(config, other) is config
+    assert tv_weights.config_for_source(config, published).BACKBONE_BN_EPSILON == 0.0
+    assert tv_weights.config_for_source(config, other) is config
     own = config.copy(BACKBONE_BN_EPSILON=1e-5)
-    assert torchvision_weights.config_for_source(own, published) is own
+    assert tv_weights.config_for_source(own, published) is own
 
 
 def test_pickled_code_is_refused(tmp_path, capsys):
