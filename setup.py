@@ -43,7 +43,7 @@ setup(
         "onnx": ["tf2onnx>=1.17", "onnx>=1.16", "onnxruntime>=1.18"],
         # the LiteRT interpreter for .tflite exports (tf.lite.Interpreter is used without it)
         "litert": ["ai-edge-litert>=1.2"],
-        # torchvision itself, for tests/test_torchvision_weights.py in this venv (otherwise it
+        # torchvision itself, for tests/weights/test_torchvision.py in this venv (otherwise it
         # runs torchvision from $PEERS_TV_PYTHON); the converter needs neither
         "torchvision": ["torch>=2.4", "torchvision>=0.19"],
         # `mrcnn-kp predict` on videos and cameras, MaskRCNN.track (PyAV: FFmpeg in the wheel)

@@ -165,9 +165,9 @@ def requested_canvas(args):
         return CpuDemoConfig.IMAGE_MAX_DIM
     name = getattr(args, "config", None)
     if not name and args.command == "train":
-        from mrcnn_kp import weights_presets
+        from mrcnn_kp.weights import presets
 
-        if weights_presets.is_named(getattr(args, "weights", None) or ""):
+        if presets.is_named(getattr(args, "weights", None) or ""):
             return None  # the named weights' own config, known once they are fetched
         name = "default"  # what train builds without --config
     if not name:

@@ -453,7 +453,7 @@ class TinyConfig(Config):
     STEPS_PER_EPOCH = 4
     VALIDATION_STEPS = 1
     BACKBONE = "efficientnet_lite0"
-    # The ImageNet EfficientNet-Lite0 weights expect (x - 127) / 128 (mrcnn_kp.pretrained).
+    # The ImageNet EfficientNet-Lite0 weights expect (x - 127) / 128 (mrcnn_kp.weights.lite0_imagenet).
     MEAN_PIXEL = (127.0, 127.0, 127.0)
     PIXEL_STD = (128.0, 128.0, 128.0)
     IMAGE_MIN_DIM = 128

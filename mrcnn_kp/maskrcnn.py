@@ -70,29 +70,29 @@ class MaskRCNN:
     @classmethod
     def from_preset(cls, preset, mode="inference", model_dir="logs", sha256=None,
                     allow_unverified=False, **config_overrides):
-        """The model of named weights (mrcnn_kp.weights_presets: "torchvision-coco", ...) or
+        """The model of named weights (mrcnn_kp.weights.presets: "torchvision-coco", ...) or
         of a `.weights.h5` that stores its config, with those weights loaded.
 
         Named weights are downloaded on first use, their sha256 checked, converted once and
         cached ($MRCNN_KP_CACHE or ~/.cache/mrcnn_kp); later calls read the cache. sha256 /
-        allow_unverified: for entries without a recorded hash (see weights_presets).
+        allow_unverified: for entries without a recorded hash (see mrcnn_kp.weights.presets).
         config_overrides: config values to change, e.g. DETECTION_MIN_CONFIDENCE=0.5.
         """
-        from mrcnn_kp import weights_presets
+        from mrcnn_kp.weights import presets
         from mrcnn_kp.weights import read_config
 
-        if weights_presets.is_named(preset):
-            path = weights_presets.fetch_weights(preset, sha256=sha256,
+        if presets.is_named(preset):
+            path = presets.fetch_weights(preset, sha256=sha256,
                                                  allow_unverified=allow_unverified)
         elif os.path.isfile(os.fspath(preset)):
             path = os.fspath(preset)
         else:
-            raise weights_presets.NamedWeightsError(
-                f"{preset!r} is neither named weights ({', '.join(weights_presets.names())}) "
+            raise presets.NamedWeightsError(
+                f"{preset!r} is neither named weights ({', '.join(presets.names())}) "
                 f"nor a weights file")
         config = read_config(path)
         if config is None:
-            raise weights_presets.NamedWeightsError(
+            raise presets.NamedWeightsError(
                 f"{path} stores no config; build MaskRCNN(mode, config) and load_weights() it")
         if config_overrides:
             config = config.copy(**config_overrides)

@@ -130,7 +130,7 @@ def test_torchvision_side_reports_the_same_keys_on_any_device(tmp_path):
     """torchvision's GPU side of the benchmarks (run there by benchmarks/run_gpu.sh), here on
     the CPU in the torchvision venv: the cases, FLOPs and memory it reports."""
     sys.path.insert(0, str(BENCH.parent / "tests"))
-    from test_torchvision_weights import torchvision_python
+    from torchvision_venv import torchvision_python
 
     out = tmp_path / "tv.json"
     proc = subprocess.run([torchvision_python(), str(BENCH / "torchvision_side.py"), "--device",

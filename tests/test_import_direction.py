@@ -17,18 +17,16 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "mrcnn_kp"
 
 # Lowest first. A module may import modules of its own layer and of any layer below it. An entry
 # names a module or a package and everything under it, matched on whole dotted parts
-# ("mrcnn_kp.weights" does not claim "mrcnn_kp.weights_presets"); the bare package name
-# "mrcnn_kp" claims only mrcnn_kp/__init__.py, so a new top-level module is unplaced until it is
-# given a layer here and in docs/DESIGN.md.
+# ("mrcnn_kp.weights" claims "mrcnn_kp.weights.presets" but not "mrcnn_kp.weights_extra"); the
+# bare package name "mrcnn_kp" claims only mrcnn_kp/__init__.py, so a new top-level module is
+# unplaced until it is given a layer here and in docs/DESIGN.md.
 LAYERS = (
-    ("base", ("mrcnn_kp.constants", "mrcnn_kp.utils", "mrcnn_kp.download",
-              "mrcnn_kp.pth_reader")),
+    ("base", ("mrcnn_kp.constants", "mrcnn_kp.utils", "mrcnn_kp.download")),
     ("config", ("mrcnn_kp.config",)),
     ("ops", ("mrcnn_kp.ops",)),
     ("data", ("mrcnn_kp.data",)),
     ("model", ("mrcnn_kp.model",)),
-    ("weights", ("mrcnn_kp.weights", "mrcnn_kp.pretrained", "mrcnn_kp.torchvision_weights",
-                 "mrcnn_kp.weights_presets")),
+    ("weights", ("mrcnn_kp.weights",)),
     ("losses", ("mrcnn_kp.losses",)),
     ("training/inference", ("mrcnn_kp.training", "mrcnn_kp.inference")),
     ("facade", ("mrcnn_kp.maskrcnn", "mrcnn_kp")),
@@ -215,7 +213,7 @@ def test_a_clean_fake_tree_passes_and_the_exception_is_counted():
     ("mrcnn_kp.training.trainer", "from ..inference.predictor import Predictor\n", False,
      "mrcnn_kp.training.trainer:1 imports mrcnn_kp.inference.predictor.Predictor "
      "(training/inference -> training/inference)"),
-    # weights_presets is not the module weights: it sits in the weights layer by its own name
+    # the weights layer sits below training: reaching into the trainer is upward
     ("mrcnn_kp.weights", "from mrcnn_kp.training import checkpoints\n", False,
      "mrcnn_kp.weights:1 imports mrcnn_kp.training.checkpoints (weights -> training/inference)"),
 ])
@@ -238,7 +236,8 @@ def test_a_known_exception_covers_only_its_own_pair():
 
 
 def test_names_are_matched_on_whole_dotted_parts():
-    assert layer_of("mrcnn_kp.weights_presets")[1] == "mrcnn_kp.weights_presets"
+    assert layer_of("mrcnn_kp.weights.presets") == (5, "mrcnn_kp.weights")
+    assert layer_of("mrcnn_kp.weights_extra", fallback=False) is None
     assert layer_of("mrcnn_kp.model.heads") == (4, "mrcnn_kp.model")
     assert layer_of("mrcnn_kp") == (8, "mrcnn_kp")
     assert layer_of("mrcnn_kp.MaskRCNN") == (8, "mrcnn_kp")  # a name inside the package

@@ -188,7 +188,7 @@ def test_matterport_preset_detect_equals_the_matterport_reference_chain(tmp_path
     import matterport_reference as ref
     from mrcnn_kp.config import MatterportConfig
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-    from test_weights import write_matterport_layout_from_names
+    from standin_weights import write_matterport_layout_from_names
 
     config = MatterportConfig(NAME="mp", IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, NUM_CLASSES=3,
                               BACKBONE="resnet50", TOP_DOWN_PYRAMID_SIZE=32,

@@ -35,7 +35,7 @@ import pytest
 from mrcnn_kp import cli
 from mrcnn_kp.config import TorchvisionKeypointConfig
 from mrcnn_kp.utils import get_logger
-from test_torchvision_weights import torchvision_python
+from torchvision_venv import torchvision_python
 
 HERE = Path(__file__).resolve().parent
 get_logger()  # bind the package logger's handler to the real stderr now (see that module)

@@ -1,5 +1,5 @@
 """torchvision's keypointrcnn_resnet50_fpn on seeded random weights: the reference side of
-tests/test_torchvision_weights.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
+tests/weights/test_torchvision.py. Runs under the torchvision venv (no mrcnn_kp, no keras):
 
     python tests/torchvision_reference.py OUT_DIR --shapes 224x320,300x224 --min-size 224 ...
     python tests/torchvision_reference.py OUT_DIR --images PHOTOS.npz --min-size 800 ...

@@ -15,13 +15,13 @@ model.
 
 maps torchvision's Keypoint R-CNN state_dict onto the `--config torchvision` model
 (TorchvisionKeypointConfig, the default with --from torchvision; any config with LAYOUT
-"torchvision" works) with mrcnn_kp.torchvision_weights, prints what was loaded and every
+"torchvision" works) with mrcnn_kp.weights.torchvision, prints what was loaded and every
 tensor of the file that was not used, and writes the weights with that config inside.
 
     mrcnn-kp convert torchvision-coco kp_coco.weights.h5
     mrcnn-kp convert --from torchvision torchvision-coco kp.weights.h5 --config my_tv.json
 
-write named weights (mrcnn_kp.weights_presets: fetched, checked, converted and cached on first
+write named weights (mrcnn_kp.weights.presets: fetched, checked, converted and cached on first
 use) to a file of your own, in the weights' own config unless --config names another; with
 --from torchvision the published .pth itself (downloaded and checked on first use) is converted
 into --config.
@@ -89,22 +89,22 @@ def _named_source(args):
     """Named weights as `source`: point args.source at a local file. --from keras: the cached
     converted file, whose stored config is returned when --config is not given (else None);
     --from torchvision: the published .pth of a torchvision entry (None)."""
-    from mrcnn_kp import weights_presets
+    from mrcnn_kp.weights import presets
     from mrcnn_kp.commands.predict import CommandError
     from mrcnn_kp.weights import read_config
 
-    if args.source_format not in weights_presets.SOURCE_FORMATS \
-            or not weights_presets.is_named(args.source):
+    if args.source_format not in presets.SOURCE_FORMATS \
+            or not presets.is_named(args.source):
         return None
     name = args.source
     if args.source_format == "torchvision":
-        if weights_presets.get_preset(name).source_format != "torchvision":
+        if presets.get_preset(name).source_format != "torchvision":
             raise CommandError(f"--from torchvision: {name} is not a torchvision file; "
                                f"convert it without --from")
-        args.source = str(weights_presets.fetch_source(
+        args.source = str(presets.fetch_source(
             name, sha256=args.sha256, allow_unverified=args.allow_unverified).path)
         return None
-    args.source = str(weights_presets.fetch_weights(name, sha256=args.sha256,
+    args.source = str(presets.fetch_weights(name, sha256=args.sha256,
                                                     allow_unverified=args.allow_unverified))
     return read_config(args.source) if args.config is None else None
 
@@ -137,7 +137,7 @@ def _from_efficientnet_lite0(args, config):
     from mrcnn_kp.weights import save_weights
 
     try:
-        from mrcnn_kp.pretrained import load_imagenet_backbone
+        from mrcnn_kp.weights.lite0_imagenet import load_imagenet_backbone
     except ImportError:
         print("mrcnn-kp convert --from efficientnet-lite0: not built yet in this version of "
               "mrcnn_kp.", file=sys.stderr)
@@ -147,7 +147,7 @@ def _from_efficientnet_lite0(args, config):
                            f"'efficientnet_lite0', --config {args.config} has {config.BACKBONE!r}")
     import pickle
 
-    from mrcnn_kp.pretrained import PretrainedWeightsError
+    from mrcnn_kp.weights.lite0_imagenet import PretrainedWeightsError
 
     model = _build(config)
     try:
@@ -166,7 +166,7 @@ def _from_torchvision(args, config):
     import pickle
 
     from mrcnn_kp.commands.predict import CommandError
-    from mrcnn_kp.torchvision_weights import TorchvisionWeightsError, convert_torchvision
+    from mrcnn_kp.weights.torchvision import TorchvisionWeightsError, convert_torchvision
 
     if args.source is None:
         raise CommandError("give the torchvision .pth file to convert")

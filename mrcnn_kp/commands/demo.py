@@ -119,7 +119,7 @@ def run(args):
 
 def load_backbone_start(model, config, pretrained):
     """Initialise the backbone as --pretrained asks; returns "imagenet" or "random"."""
-    from mrcnn_kp.pretrained import (PretrainedWeightsError, lite0_imagenet_path,
+    from mrcnn_kp.weights.lite0_imagenet import (PretrainedWeightsError, lite0_imagenet_path,
                                      load_imagenet_backbone)
 
     if pretrained == "none":

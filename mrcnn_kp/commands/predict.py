@@ -104,15 +104,15 @@ def find_last_checkpoint(logs, name=None):
 
 def resolve_weights(spec, logs, config=None, sha256=None, allow_unverified=False):
     """The weights file for --weights (None for 'none'); named weights are fetched (downloaded,
-    checked, converted and cached on first use) by mrcnn_kp.weights_presets."""
+    checked, converted and cached on first use) by mrcnn_kp.weights.presets."""
     if spec is None or spec.lower() in ("none", "random"):
         return None
     if spec == "last":
         return find_last_checkpoint(logs, config.NAME if config is not None else None)
-    from mrcnn_kp import weights_presets
+    from mrcnn_kp.weights import presets
 
-    if weights_presets.is_named(spec):
-        return str(weights_presets.fetch_weights(spec, sha256=sha256,
+    if presets.is_named(spec):
+        return str(presets.fetch_weights(spec, sha256=sha256,
                                                  allow_unverified=allow_unverified))
     if not os.path.isfile(spec):
         raise CommandError(f"--weights {spec}: no such file (expected {WEIGHTS_HELP})")
@@ -173,7 +173,7 @@ def report_error(command, exc):
 def model_errors():
     """The exception types that mean bad arguments or files rather than a bug."""
     from mrcnn_kp.config import ConfigError
-    from mrcnn_kp.weights_presets import NamedWeightsError
+    from mrcnn_kp.weights.presets import NamedWeightsError
 
     errors = [CommandError, ConfigError, FileNotFoundError, NamedWeightsError]
     try:

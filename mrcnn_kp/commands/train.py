@@ -102,25 +102,25 @@ def parse_overrides(items):
 def resolve_weights(args):
     """--weights as a file path: named weights are fetched (downloaded, checked, converted and
     cached on first use); anything else is returned as given."""
-    from mrcnn_kp import weights_presets
+    from mrcnn_kp.weights import presets
 
-    if not args.weights or not weights_presets.is_named(args.weights):
+    if not args.weights or not presets.is_named(args.weights):
         return args.weights
     try:
-        return str(weights_presets.fetch_weights(
+        return str(presets.fetch_weights(
             args.weights, sha256=getattr(args, "sha256", None),
             allow_unverified=getattr(args, "allow_unverified", False)))
-    except weights_presets.NamedWeightsError as error:
+    except presets.NamedWeightsError as error:
         raise SystemExit(f"mrcnn-kp train: error: {error}") from None
 
 
 def named_weights_config(args):
     """Without --config, the config stored in named --weights (None otherwise)."""
-    from mrcnn_kp import weights_presets
+    from mrcnn_kp.weights import presets
     from mrcnn_kp.weights import read_config
 
     if args.config is not None or not getattr(args, "weights", None) \
-            or not weights_presets.is_named(args.weights):
+            or not presets.is_named(args.weights):
         return None
     return read_config(resolve_weights(args))
 
@@ -143,7 +143,7 @@ def build_config(args):
         if value is not None:
             overrides[name] = value
     if getattr(args, "pretrained", None) == "imagenet":
-        from mrcnn_kp.pretrained import LITE0_NORMALIZATION
+        from mrcnn_kp.weights.lite0_imagenet import LITE0_NORMALIZATION
 
         backbone = overrides.get("BACKBONE", base.BACKBONE)
         if backbone != "efficientnet_lite0":
@@ -233,7 +233,7 @@ def run(args):
     elif args.weights:
         model.load_weights(resolve_weights(args), exclude=args.exclude)
     if args.pretrained == "imagenet" and not args.resume:
-        from mrcnn_kp.pretrained import load_imagenet_backbone
+        from mrcnn_kp.weights.lite0_imagenet import load_imagenet_backbone
 
         print(load_imagenet_backbone(model.keras_model, config).summary())
     budget = TimeBudget(started + 60.0 * args.minutes) if args.minutes else None

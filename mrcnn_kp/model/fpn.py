@@ -17,8 +17,8 @@ from keras import layers
 def build_fpn(features, config, valid=None):
     """[C2, C3, C4, C5] -> [P2, P3, P4, P5, P6], each [B, S / stride, S / stride, channels].
 
-    valid: mrcnn_kp.model.backbone.valid_region_fn's masking (LAYOUT "torchvision"): applied
-    to the inputs of the 3x3 convs and to P2..P6, so the RPN's 3x3 conv and the ROI pooling
+    valid: mrcnn_kp.model.torchvision_layout.valid_region_fn's masking (LAYOUT "torchvision"):
+    applied to the inputs of the 3x3 convs and to P2..P6, so the RPN's 3x3 conv and the ROI pooling
     see torchvision's zeros beyond each image's padded size."""
     c2, c3, c4, c5 = features
     size = config.TOP_DOWN_PYRAMID_SIZE

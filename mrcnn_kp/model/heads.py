@@ -27,7 +27,8 @@ graph, so the training and the inference graphs share the very same weights.
 import keras
 from keras import layers, ops
 
-from mrcnn_kp.model.backbone import batch_norm, torchvision_extent
+from mrcnn_kp.model.common_layers import batch_norm
+from mrcnn_kp.model.torchvision_layout import torchvision_extent
 from mrcnn_kp.ops import pyramid_roi_align as pyramid_ops
 
 HUMANPOSE_NUM_CONVS = 8

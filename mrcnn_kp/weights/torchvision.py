@@ -1,7 +1,7 @@
 """torchvision's Keypoint R-CNN weights (`keypointrcnn_resnet50_fpn` .pth) into our model.
 
     from mrcnn_kp.config import TorchvisionKeypointConfig
-    from mrcnn_kp.torchvision_weights import convert_torchvision
+    from mrcnn_kp.weights.torchvision import convert_torchvision
     report = convert_torchvision("keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
                                  "kp_coco.weights.h5", TorchvisionKeypointConfig())
     print(report.summary())
@@ -9,7 +9,7 @@
 The model must be built with `LAYOUT = "torchvision"` (the preset `TorchvisionKeypointConfig`,
 `--config torchvision`): the same layers as our default model, with torchvision's options (see
 mrcnn_kp.config), under our layer names. The state_dict is read with torch when it is installed
-(`torch.load(weights_only=True)`), otherwise with mrcnn_kp.pth_reader; neither runs pickled
+(`torch.load(weights_only=True)`), otherwise with mrcnn_kp.weights.pth_reader; neither runs pickled
 code. Every tensor goes to one Keras weight (`torchvision_weight_map`):
 
     backbone.body.conv1 / bn1                 conv1 / bn_conv1
@@ -43,7 +43,7 @@ import re
 
 import numpy as np
 
-from mrcnn_kp.model.backbone import RESNET_STAGES
+from mrcnn_kp.model.resnet import RESNET_STAGES
 
 # (dx, dy, dw, dh) -> (dy, dx, dh, dw): output row j of ours is torchvision's row _DELTA_ORDER[j]
 _DELTA_ORDER = (1, 0, 3, 2)
@@ -164,7 +164,7 @@ def normalize_keys(state):
 
 def read_torchvision_state_dict(path):
     """{key: float32 numpy array} of a torchvision .pth, without running pickled code:
-    torch.load(weights_only=True) when torch is installed, mrcnn_kp.pth_reader otherwise."""
+    torch.load(weights_only=True) when torch is installed, mrcnn_kp.weights.pth_reader otherwise."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -191,7 +191,7 @@ def read_torchvision_state_dict(path):
         state = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
                  for k, v in state.items() if hasattr(v, "numpy")}
     else:
-        from mrcnn_kp.pth_reader import read_state_dict
+        from mrcnn_kp.weights.pth_reader import read_state_dict
 
         state = read_state_dict(path)
     return normalize_keys(state)

