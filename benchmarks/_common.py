@@ -50,11 +50,11 @@ TORCHVISION_LIKE = dict(TORCHVISION_ARCHITECTURE, TRAIN_ROIS_PER_IMAGE=512,
 
 def cpu_runtime(canvas):
     """Apply the package's CPU runtime settings as the `mrcnn-kp` commands do for a model of
-    this canvas (TF threads: mrcnn_kp.ops.backend.tune_cpu_threads; MRCNN_KP_TF_THREADS=default
+    this canvas (TF threads: mrcnn_kp.runtime.tune_cpu_threads; MRCNN_KP_TF_THREADS=default
     keeps TensorFlow's, "intra,inter" forces) and say what runs:
     {"tf_threads": [intra, inter] or "default", "bfc_allocator": ...}."""
     import mrcnn_kp  # noqa: F401  (sets TF_CPU_ALLOCATOR_USE_BFC unless the caller did)
-    from mrcnn_kp.ops.backend import tune_cpu_threads
+    from mrcnn_kp.runtime import tune_cpu_threads
 
     threads = tune_cpu_threads(canvas=canvas)
     return {"tf_threads": list(threads) if threads else "default",
@@ -236,7 +236,8 @@ def make_config(preset, canvas=None, **overrides):
 def molded_images(config, height, width, batch, seed=1):
     """input_image [B, CH, CW, 3] float32 (a random height x width image placed in the canvas
     the way the predictor molds it) and input_image_meta [B, 12 + C]."""
-    from mrcnn_kp.data.transforms import compose_image_meta, resize_image
+    from mrcnn_kp.data.transforms import resize_image
+    from mrcnn_kp.image_meta import compose_image_meta
 
     rng = np.random.default_rng(seed)
     images, metas = [], []

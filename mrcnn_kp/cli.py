@@ -137,7 +137,7 @@ def main(argv=None):
         return NOT_BUILT
     if quiet:
         import_tensorflow_quietly()
-    from mrcnn_kp.ops.backend import tune_cpu_threads
+    from mrcnn_kp.runtime import tune_cpu_threads
 
     tune_cpu_threads(canvas=requested_canvas(args))
     return int(module.run(args) or 0)

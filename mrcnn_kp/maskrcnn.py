@@ -26,9 +26,9 @@ import os
 
 import keras
 
+from mrcnn_kp.runtime import apply_mixed_precision
 from mrcnn_kp.training import checkpoints, distribute
 from mrcnn_kp.training.determinism import seed_everything
-from mrcnn_kp.training.optimizer import apply_mixed_precision
 from mrcnn_kp.training.trainer import Trainer
 from mrcnn_kp.utils import get_logger
 

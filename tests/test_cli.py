@@ -101,3 +101,26 @@ def test_a_missing_tensorflow_names_the_extras_to_install():
     for extra in ("[cpu]", "[cuda]", "[jax-cpu]", "[jax-cuda]"):
         assert extra in message
     assert cli.missing_tensorflow_message(find_spec=lambda name: object()) is None
+
+
+def test_the_cli_finds_the_canvas_the_command_will_use(tmp_path):
+    """requested_canvas: the canvas main() hands to runtime.tune_cpu_threads."""
+    from mrcnn_kp.cli import build_parser, requested_canvas
+    from mrcnn_kp.config import Config
+
+    parser = build_parser()
+    config_json = tmp_path / "config.json"
+    Config(IMAGE_MAX_DIM=448, IMAGE_MIN_DIM=448).to_json(config_json)
+    assert requested_canvas(parser.parse_args(["demo"])) == 256
+    assert requested_canvas(parser.parse_args(["train", "--config", "coco_cpu"])) == 512
+    assert requested_canvas(parser.parse_args(
+        ["train", "--config", "coco_cpu", "--set", "IMAGE_MIN_DIM=640",
+         "IMAGE_MAX_DIM=640"])) == 640
+    assert requested_canvas(parser.parse_args(
+        ["train", "--config", "coco_cpu", "--set", "IMAGE_MAX_DIM"])) is None  # train says why
+    assert requested_canvas(parser.parse_args(["train"])) == 1024  # the default preset
+    assert requested_canvas(parser.parse_args(
+        ["train", "--weights", "torchvision-coco"])) is None  # the named weights' config
+    assert requested_canvas(parser.parse_args(
+        ["evaluate", "--dataset", "a.json", "--config", str(config_json)])) == 448
+    assert requested_canvas(parser.parse_args(["predict", "x.jpg"])) is None  # from the weights

@@ -21,6 +21,7 @@ import numpy as np
 
 from mrcnn_kp.data import targets, transforms
 from mrcnn_kp.data.dataset import ImageReadError
+from mrcnn_kp.image_meta import compose_image_meta
 from mrcnn_kp.utils import get_logger
 
 # How many following images are tried when one cannot be loaded.
@@ -85,8 +86,8 @@ def load_image_gt(dataset, config, image_id, augment=False, rng=None, resize_met
         full = transforms.resize_masks(masks[:, :, keep], scale, padding, canvas)  # [H, W, n]
         molded_masks = np.transpose(full, (2, 0, 1)).astype(np.float32)  # [n, H, W]
 
-    meta = transforms.compose_image_meta(image_id, (height, width, 3), molded.shape, window,
-                                         scale, dataset.active_class_ids(image_id))
+    meta = compose_image_meta(image_id, (height, width, 3), molded.shape, window, scale,
+                              dataset.active_class_ids(image_id))
     return {"image": molded, "image_meta": meta, "class_ids": class_ids[keep].astype(np.int32),
             "boxes": molded_boxes[keep], "masks": molded_masks,
             "keypoints": molded_keypoints[keep]}

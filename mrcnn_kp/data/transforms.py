@@ -1,4 +1,4 @@
-"""Geometry shared by the pipeline and the predictor: resize/pad, flip, scale jitter, image_meta.
+"""Geometry shared by the pipeline and the predictor: resize/pad, flip, scale jitter.
 
 Every transform is one similarity `molded = original * scale + offset`, where offset is
 `(left, top)` of the resized image inside the canvas (config.IMAGE_SHAPE[:2]: IMAGE_MAX_DIM
@@ -16,53 +16,6 @@ import numpy as np
 from PIL import Image
 
 from mrcnn_kp import constants
-
-# image_meta layout (matterport): the only place that knows the offsets.
-_META_ID = 0
-_META_ORIGINAL_SHAPE = slice(1, 4)
-_META_IMAGE_SHAPE = slice(4, 7)
-_META_WINDOW = slice(7, 11)
-_META_SCALE = 11
-_META_ACTIVE_CLASS_IDS = 12
-
-
-# ------------------------------------------------------------------ image_meta
-def compose_image_meta(image_id, original_image_shape, image_shape, window, scale,
-                       active_class_ids):
-    """float32 [12 + NUM_CLASSES]: matterport's layout.
-
-    [image_id, orig_h, orig_w, orig_c, molded_h, molded_w, molded_c,
-     win_y1, win_x1, win_y2, win_x2, scale, active_class_ids x NUM_CLASSES]
-    """
-    meta = np.concatenate([
-        [image_id],
-        list(original_image_shape),  # orig (h, w, c)
-        list(image_shape),  # molded (h, w, c)
-        list(window),  # (y1, x1, y2, x2) of the image inside the canvas, molded pixels
-        [scale],
-        list(active_class_ids),  # [NUM_CLASSES]
-    ]).astype(np.float32)
-    if meta.shape[0] < _META_ACTIVE_CLASS_IDS + 1:
-        raise ValueError(f"image_meta needs 3 + 3 + 4 values and active_class_ids, got "
-                         f"{meta.shape[0]} numbers")
-    return meta
-
-
-def parse_image_meta(meta):
-    """Split image_meta [..., 12 + NUM_CLASSES] into its parts (numpy arrays or tensors).
-
-    Plain slicing, so it works on numpy arrays and on keras tensors of either backend.
-    Returns a dict: image_id [...], original_image_shape [..., 3], image_shape [..., 3],
-    window [..., 4] (y1, x1, y2, x2), scale [...], active_class_ids [..., NUM_CLASSES].
-    """
-    return {
-        "image_id": meta[..., _META_ID],
-        "original_image_shape": meta[..., _META_ORIGINAL_SHAPE],
-        "image_shape": meta[..., _META_IMAGE_SHAPE],
-        "window": meta[..., _META_WINDOW],
-        "scale": meta[..., _META_SCALE],
-        "active_class_ids": meta[..., _META_ACTIVE_CLASS_IDS:],
-    }
 
 
 # ------------------------------------------------------------------ scale and placement
@@ -342,7 +295,7 @@ def random_scale_factor(config, rng):
 def unmold_boxes(boxes, window, scale, original_shape=None):
     """Molded-pixel boxes [..., 4] (x1, y1, x2, y2) -> original-image pixels.
 
-    window (y1, x1, y2, x2) and scale come from image_meta (parse_image_meta), or scale is a
+    window (y1, x1, y2, x2) and scale come from image_meta (mrcnn_kp.image_meta), or scale is a
     (y, x) pair (torchvision_unmold_scale); original_shape
     (h, w, ...) clips the result to the image. Inverse of resize_image + resize_boxes.
     """

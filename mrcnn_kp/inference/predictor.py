@@ -313,6 +313,7 @@ class Predictor:
         Shorter lists are padded with blank images up to config.BATCH_SIZE.
         """
         from mrcnn_kp.data import transforms
+        from mrcnn_kp.image_meta import compose_image_meta
 
         config = self.config
         molded, metas, windows, scales = [], [], [], []
@@ -320,7 +321,7 @@ class Predictor:
             resized, window, scale, _ = transforms.resize_image(
                 image, config, method=getattr(config, "IMAGE_RESIZE_METHOD", "pil"))
             molded.append(resized.astype(np.float32))
-            metas.append(transforms.compose_image_meta(
+            metas.append(compose_image_meta(
                 0, image.shape, resized.shape, window, scale,
                 np.zeros(config.NUM_CLASSES, np.int32)))
             windows.append(window)
@@ -376,7 +377,7 @@ def load_predictor(config, weights=None):
     mrcnn_kp.weights.
     """
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-    from mrcnn_kp.training.optimizer import apply_mixed_precision
+    from mrcnn_kp.runtime import apply_mixed_precision
 
     apply_mixed_precision(config)
     model = build_inference_model(config)

@@ -33,6 +33,7 @@ to the canvas side), for person detections (zeros elsewhere).
 import keras
 from keras import ops
 
+from mrcnn_kp.image_meta import parse_image_meta
 from mrcnn_kp.model.proposals import config_from, gather_rows
 from mrcnn_kp.ops import boxes as box_ops
 from mrcnn_kp.ops import keypoints as keypoint_ops
@@ -43,8 +44,6 @@ PERSON_CLASS_ID = 1
 
 def window_from_meta(image_meta):
     """image_meta [B, 12 + C] -> the picture's window as (x1, y1, x2, y2), [B, 4]."""
-    from mrcnn_kp.data.transforms import parse_image_meta
-
     y1x1y2x2 = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4]
     return ops.stack([y1x1y2x2[:, 1], y1x1y2x2[:, 0], y1x1y2x2[:, 3], y1x1y2x2[:, 2]], axis=-1)
 
@@ -121,8 +120,6 @@ class DetectionLayer(keras.layers.Layer):
     def _matterport_call(self, rois, class_probs, deltas, image_meta):
         """matterport's refine_detections (see the module docstring): normalised rois in,
         normalised (y1, x1, y2, x2) boxes out."""
-        from mrcnn_kp.data.transforms import parse_image_meta
-
         config = self.config
         shape = config.IMAGE_SHAPE
         class_ids = ops.cast(ops.argmax(class_probs, axis=-1), "int32")  # [B, N], 0 included

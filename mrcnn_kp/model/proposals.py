@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from mrcnn_kp.config import Config
+from mrcnn_kp.image_meta import parse_image_meta
 from mrcnn_kp.ops import anchors as anchor_ops
 from mrcnn_kp.ops import boxes as box_ops
 from mrcnn_kp.ops import matterport as matterport_ops
@@ -181,8 +182,6 @@ def per_level_proposals(config, anchors, rpn_probs, rpn_bbox, proposal_count, im
     window = image_window(config)  # [4] (x1, y1, x2, y2)
     image_anchors = None
     if image_meta is not None:
-        from mrcnn_kp.data.transforms import parse_image_meta
-
         yx = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4] y1 x1 y2 x2
         window = ops.stack([yx[:, 1], yx[:, 0], yx[:, 3], yx[:, 2]], axis=-1)[:, None, :]
         padded = ops.ceil(window[:, 0, 2:4] / 32.0) * 32.0  # [B, 2] (x, y) torchvision's size

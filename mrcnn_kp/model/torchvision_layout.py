@@ -20,7 +20,7 @@ def torchvision_extent(image_meta, divisor=32):
     torchvision computes for each image: its resized size (image_meta's window, the image at
     the canvas' top-left) rounded up to a multiple of `divisor` (GeneralizedRCNNTransform's
     batch padding; 1: the image itself)."""
-    from mrcnn_kp.data.transforms import parse_image_meta
+    from mrcnn_kp.image_meta import parse_image_meta
 
     window = ops.cast(parse_image_meta(image_meta)["window"], "float32")  # [B, 4] y1 x1 y2 x2
     extent = window[:, 2:4]  # [B, 2] (y2, x2)

@@ -1,7 +1,8 @@
-"""The one module allowed to import tensorflow or jax: fast paths for ops that keras.ops
-expresses slowly on some backend. Each function returns None when the running backend has no
-fast path, and the caller then uses its keras.ops version (which is also the reference the
-fast paths are tested against).
+"""The one module of ops/ allowed to import tensorflow or jax: fast paths for ops that
+keras.ops expresses slowly on some backend. Each function returns None when the running
+backend has no fast path, and the caller then uses its keras.ops version (which is also the
+reference the fast paths are tested against). Process set-up (thread pools, dtype policy) is
+mrcnn_kp.runtime's.
 
 TensorFlow: NMS runs on the NonMaxSuppressionV4 kernel (greedy, suppresses on IoU > threshold,
 ties to the lower index, padded output, has an XLA lowering), per image through tf.map_fn;
@@ -11,57 +12,11 @@ about 2x slower than the fused gathers on CPU, so it is not used.)
 JAX: the keras.ops versions already lower to jax.lax loops and fused gathers, so there is no
 fast path; batched NMS maps the one-image loop over images with jax.vmap.
 """
-import os
-
 import keras
 
 
 def backend_name():
     return keras.backend.backend()
-
-
-SMALL_CPU_CORES = 4
-# "auto" tunes the threads for models whose canvas is at most this: small ops gain from one op
-# per core; large ones (ResNet-50 at 1088 px) need both cores inside each conv.
-SMALL_CANVAS = 512
-
-
-def tune_cpu_threads(setting=None, canvas=None):
-    """TensorFlow thread pools for a small CPU, before the runtime starts; what was applied.
-
-    On <= 4 cores without a GPU build, for a small model (canvas, the config's IMAGE_MAX_DIM,
-    <= SMALL_CANVAS), one thread per op and one op per core (intra 1, inter = cores) beats
-    TensorFlow's default (both = cores, which oversubscribes): 1.25 s against 1.5 s per training
-    step of the demo model on 2 cores (docs/RESULTS.md). For a large one it loses (the default config at
-    1088 px: 28.3 s against 21.4 s per training step), so "auto" leaves TensorFlow's default
-    when canvas is larger or unknown. setting (or the environment variable MRCNN_KP_TF_THREADS):
-    "intra,inter" to choose, "default" to leave TensorFlow's. Returns (intra, inter), or None
-    when nothing was changed.
-    """
-    setting = setting if setting is not None else os.environ.get("MRCNN_KP_TF_THREADS", "auto")
-    if backend_name() != "tensorflow" or setting == "default":
-        return None
-    if setting == "auto" and (canvas is None or canvas > SMALL_CANVAS):
-        return None
-    import tensorflow as tf
-
-    if setting == "auto":
-        cores = os.cpu_count() or 1
-        if cores > SMALL_CPU_CORES or tf.test.is_built_with_cuda():
-            return None
-        intra, inter = 1, cores
-    else:
-        try:
-            intra, inter = (int(v) for v in setting.split(","))
-        except ValueError:
-            raise ValueError(f"MRCNN_KP_TF_THREADS must be 'auto', 'default' or 'intra,inter', "
-                             f"got {setting!r}") from None
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:  # the runtime already started: too late, keep what it has
-        return None
-    return intra, inter
 
 
 def _non_collapsed(boxes):

@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from mrcnn_kp.config import OPTIMIZERS
+from mrcnn_kp.runtime import mixed_precision_policy
 from mrcnn_kp.training.schedules import build_schedule
 
 # Optimizer names are part of the checkpoint format (optimizer variable paths start with them).
@@ -162,29 +163,3 @@ def build_optimizer(config, learning_rate, steps_per_epoch, total_epochs, traina
                            dynamic_loss_scale=mixed_precision_policy(config) == "mixed_float16")
     guard.build(trainable_variables)
     return guard
-
-
-def mixed_precision_policy(config):
-    """The Keras dtype policy name that config.MIXED_PRECISION asks for.
-
-    False/None/"float32" -> "float32"; True or "mixed_float16" -> "mixed_float16";
-    "mixed_bfloat16" -> "mixed_bfloat16".
-    """
-    value = config.MIXED_PRECISION
-    if value in (False, None, "", "float32"):
-        return "float32"
-    if value is True or value in ("float16", "mixed_float16"):
-        return "mixed_float16"
-    if value in ("bfloat16", "mixed_bfloat16"):
-        return "mixed_bfloat16"
-    raise ValueError(f"MIXED_PRECISION must be False, True, 'mixed_float16' or 'mixed_bfloat16', "
-                     f"got {value!r}")
-
-
-def apply_mixed_precision(config):
-    """Set Keras' global dtype policy to what config.MIXED_PRECISION asks for (left as it is
-    for float32), before a model is built; returns the policy name."""
-    policy = mixed_precision_policy(config)
-    if policy != "float32":
-        keras.mixed_precision.set_global_policy(policy)
-    return policy

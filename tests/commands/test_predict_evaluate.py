@@ -13,7 +13,7 @@ from PIL import Image
 
 from mrcnn_kp import cli
 from mrcnn_kp.config import TinyConfig
-from mrcnn_kp.data import transforms
+from mrcnn_kp.image_meta import parse_image_meta
 from mrcnn_kp.inference import coco_eval
 from mrcnn_kp.inference import predictor as predictor_lib
 
@@ -25,7 +25,7 @@ class OnePersonModel:
         self.config = config
 
     def predict_on_batch(self, inputs):
-        meta = transforms.parse_image_meta(inputs["input_image_meta"])
+        meta = parse_image_meta(inputs["input_image_meta"])
         batch, d = len(meta["window"]), self.config.DETECTION_MAX_INSTANCES
         out = {"boxes": np.zeros((batch, d, 4), np.float32),
                "class_ids": np.zeros((batch, d), np.int32),

@@ -12,9 +12,9 @@ import pytest
 
 from coco_files import person_annotation, standing_keypoints, write_coco, write_image
 from mrcnn_kp.config import TinyConfig
-from mrcnn_kp.data import transforms
 from mrcnn_kp.data.coco import CocoKeypointDataset
 from mrcnn_kp.data.pipeline import DataGenerator, select_instances
+from mrcnn_kp.image_meta import parse_image_meta
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"input_image": (np.float32, ("B", "S", "S", 3)),
@@ -49,7 +49,7 @@ def test_batch_follows_the_contract_on_real_coco(coco_dataset):
     assert -1 in batch["input_gt_class_ids"]
     assert len(generator) == 460  # ceil(919 / 2)
     for b in range(2):
-        meta = transforms.parse_image_meta(batch["input_image_meta"][b])
+        meta = parse_image_meta(batch["input_image_meta"][b])
         y1, x1, y2, x2 = meta["window"].astype(int)
         image = batch["input_image"][b]
         assert image.max() <= 255 and image.min() >= 0 and image.max() > 50

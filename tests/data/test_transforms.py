@@ -1,6 +1,5 @@
-"""transforms: matterport's square resize and image_meta, flip with the joint swap, scale
+"""transforms: matterport's square resize, flip with the joint swap, scale
 jitter, and the unmold helpers the predictor uses."""
-import keras
 import numpy as np
 import pytest
 import skimage.transform
@@ -9,6 +8,7 @@ from mrcnn_kp import constants
 from mrcnn_kp.config import Config, TinyConfig
 from mrcnn_kp.data import transforms
 from mrcnn_kp.data.pipeline import load_image_gt
+from mrcnn_kp.image_meta import compose_image_meta, parse_image_meta
 
 LEFT_WRIST, RIGHT_WRIST = constants.KEYPOINT_NAMES.index("left_wrist"), \
     constants.KEYPOINT_NAMES.index("right_wrist")
@@ -18,7 +18,7 @@ def config_512(**overrides):
     return Config(IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512, **overrides)
 
 
-# ------------------------------------------------------------------ resize and image_meta
+# ------------------------------------------------------------------ resize
 @pytest.mark.parametrize("shape, window, scale", [
     ((512, 512, 3), (0, 0, 512, 512), 1.0),
     ((256, 192, 3), (0, 64, 512, 448), 2.0),  # matterport's resize of a square and a portrait image
@@ -34,22 +34,6 @@ def test_resize_image_follows_matterport_square_mode(shape, window, scale):
     assert padding[0][0] == y1 and padding[1][0] == x1
     assert (molded[y1:y2, x1:x2] == 200).all()
     assert molded.sum() == 200 * 3 * (y2 - y1) * (x2 - x1)  # zeros outside the window
-
-
-def test_image_meta_has_matterport_layout_and_parses_back():
-    config = config_512()
-    _, window, scale, _ = transforms.resize_image(np.zeros((256, 192, 3), np.uint8), config)
-    meta = transforms.compose_image_meta(0, (256, 192, 3), (512, 512, 3), window, scale,
-                                         np.zeros(config.NUM_CLASSES, np.int32))
-    assert meta.dtype == np.float32 and meta.shape == (config.IMAGE_META_SIZE,)
-    assert meta.tolist() == [0, 256, 192, 3, 512, 512, 3, 0, 64, 512, 448, 2, 0, 0]
-    batch = np.stack([meta, meta + 1])  # [2, 14]
-    parsed = transforms.parse_image_meta(batch)
-    assert parsed["window"].shape == (2, 4) and parsed["window"][0].tolist() == [0, 64, 512, 448]
-    assert parsed["scale"].tolist() == [2, 3] and parsed["active_class_ids"].shape == (2, 2)
-    # plain slicing: the model can parse a tensor of either backend
-    tensor = transforms.parse_image_meta(keras.ops.convert_to_tensor(batch))
-    assert keras.ops.convert_to_numpy(tensor["original_image_shape"])[0].tolist() == [256, 192, 3]
 
 
 def test_matterport_method_reproduces_skimage_exactly():
@@ -122,7 +106,7 @@ def test_flip_in_the_pipeline_mirrors_image_keypoints_and_mini_masks(coco_datase
     plain = load_image_gt(coco_dataset, config, index, augment=False)
     flipped = load_image_gt(coco_dataset, config, index, augment=True,
                             rng=np.random.default_rng(seed))
-    meta = transforms.parse_image_meta(plain["image_meta"])
+    meta = parse_image_meta(plain["image_meta"])
     y1, x1, y2, x2 = meta["window"]
     width = plain["image_meta"][2]
     scale = meta["scale"]
@@ -161,7 +145,7 @@ def test_resize_image_fits_a_non_square_canvas(shape, window, scale):
     assert (y2 - y1, x2 - x1) == (round(shape[0] * scale), round(shape[1] * scale))
     assert tuple(got_window) == window
     assert (molded[y1:y2, x1:x2] == 200).all() and molded.sum() == 200 * 3 * (y2 - y1) * (x2 - x1)
-    meta = transforms.parse_image_meta(transforms.compose_image_meta(
+    meta = parse_image_meta(compose_image_meta(
         0, shape, molded.shape, got_window, got_scale, [1, 1]))
     assert tuple(meta["image_shape"]) == (384, 768, 3)
     box = transforms.resize_boxes([[10, 20, 300, 400]], got_scale,

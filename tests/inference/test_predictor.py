@@ -242,8 +242,9 @@ class EchoMoldedTruth:
 
     def predict_on_batch(self, inputs):
         from mrcnn_kp.data import transforms
+        from mrcnn_kp.image_meta import parse_image_meta
 
-        meta = transforms.parse_image_meta(inputs["input_image_meta"][0])
+        meta = parse_image_meta(inputs["input_image_meta"][0])
         (top, left), scale = meta["window"][:2], float(meta["scale"])
         padding = [(int(top), 0), (int(left), 0), (0, 0)]
         b, d, n = self.config.BATCH_SIZE, self.config.DETECTION_MAX_INSTANCES, len(self.boxes)

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from mrcnn_kp.config import TinyConfig
-from mrcnn_kp.training.optimizer import (NonFiniteGuard, build_optimizer, decayed_variables,
-                                         mixed_precision_policy)
+from mrcnn_kp.training.optimizer import NonFiniteGuard, build_optimizer, decayed_variables
 
 
 def dense_model():
@@ -89,17 +88,6 @@ def test_guard_round_trips_through_get_config():
     clone = NonFiniteGuard.from_config(optimizer.get_config())
     assert clone.dynamic_loss_scale is False
     assert clone.inner_optimizer.momentum == optimizer.inner_optimizer.momentum
-
-
-@pytest.mark.parametrize("value, policy", [(False, "float32"), (True, "mixed_float16"),
-                                           ("mixed_bfloat16", "mixed_bfloat16")])
-def test_mixed_precision_setting_names_a_keras_policy(value, policy):
-    assert mixed_precision_policy(TinyConfig(MIXED_PRECISION=value)) == policy
-
-
-def test_unknown_mixed_precision_setting_is_refused():
-    with pytest.raises(ValueError, match="MIXED_PRECISION must be"):
-        mixed_precision_policy(TinyConfig(MIXED_PRECISION="int8"))
 
 
 def test_mixed_float16_uses_dynamic_loss_scaling():

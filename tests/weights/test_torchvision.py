@@ -199,7 +199,8 @@ def converted(reference, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(reference, converted):
-    from mrcnn_kp.data.transforms import compose_image_meta, resize_image
+    from mrcnn_kp.data.transforms import resize_image
+    from mrcnn_kp.image_meta import compose_image_meta
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
     from mrcnn_kp.weights import load_weights, read_config
 

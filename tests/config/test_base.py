@@ -1,3 +1,4 @@
+"""Config: the defaults, derived values, overrides, JSON round trips, copy and display."""
 import io
 import json
 
@@ -25,39 +26,6 @@ def test_derived_values():
     # matterport's 65472 anchors at 512 px (docs/MATTERPORT.md)
     assert c.NUM_ANCHORS == 65472
     assert c.IMAGE_META_SIZE == 14
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"IMAGE_MAX_DIM": 500}, "IMAGE_MAX_DIM must be divisible by 64"),
-        ({"ROI_POSITIVE_RATIO": 1.5}, "ROI_POSITIVE_RATIO must be between 0 and 1"),
-        ({"ROI_POSITIVE_RATIO": 0.0}, "ROI_POSITIVE_RATIO must be in (0, 1]"),
-        ({"BACKBONE": "vgg16"}, "unknown BACKBONE 'vgg16'"),
-        ({"BACKBONE_BN_EPSILON": -1e-5}, "BACKBONE_BN_EPSILON must be None or a number"),
-        ({"BACKBONE_BN_EPSILON": "0"}, "BACKBONE_BN_EPSILON must be None or a number"),
-        ({"KEYPOINT_HEAD": "hrnet"}, "unknown KEYPOINT_HEAD 'hrnet'"),
-        ({"KEYPOINT_MASK_SHAPE": 55}, "KEYPOINT_MASK_SHAPE must be even"),
-        ({"KEYPOINT_MASK_SHAPE": 48}, "must be 4 x KEYPOINT_POOL_SIZE"),
-        ({"NUM_CLASSES": 1}, "NUM_CLASSES counts the background"),
-        ({"IMAGES_PER_GPU": 0}, "IMAGES_PER_GPU must be a positive integer"),
-        ({"IMAGE_MIN_DIM": 2048}, "IMAGE_MIN_DIM (2048) cannot exceed IMAGE_MAX_DIM"),
-        ({"LOSS_WEIGHTS": {"rpn_class_loss": 1.0}}, "LOSS_WEIGHTS must have exactly the keys"),
-        ({"RPN_ANCHOR_SCALES": (32, 64)}, "RPN_ANCHOR_SCALES needs one scale per pyramid level"),
-        ({"BBOX_STD_DEV": (0.1, 0.1, 0.2)}, "BBOX_STD_DEV must hold 4 finite numbers"),
-        ({"LR_SCHEDULE": "poly"}, "unknown LR_SCHEDULE 'poly'"),
-        ({"DETECTION_MAX_INSTANCES": 5000}, "DETECTION_MAX_INSTANCES (5000) cannot exceed"),
-        ({"SEED": -1}, "SEED must be None or an integer in [0, 2**32), got -1"),
-        ({"SEED": 2 ** 32}, "SEED must be None or an integer in [0, 2**32)"),
-        ({"SEED": 1.5}, "SEED must be None or an integer in [0, 2**32), got 1.5"),
-        ({"SEED": True}, "SEED must be None or an integer in [0, 2**32), got True"),
-        ({"SEED": "7"}, "SEED must be None or an integer in [0, 2**32), got '7'"),
-    ],
-)
-def test_validation_messages(overrides, message):
-    with pytest.raises(ConfigError) as info:
-        Config(**overrides)
-    assert message in str(info.value)
 
 
 def test_unknown_and_derived_attributes_are_refused():
