@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "mrcnn_kp"
 # given a layer here and in docs/DESIGN.md.
 LAYERS = (
     ("base", ("mrcnn_kp.constants", "mrcnn_kp.utils", "mrcnn_kp.download",
-              "mrcnn_kp.pth_reader")),
+              "mrcnn_kp.pth_reader", "mrcnn_kp.run_directory")),
     ("config", ("mrcnn_kp.config",)),
     ("ops", ("mrcnn_kp.ops",)),
     ("data", ("mrcnn_kp.data",)),

@@ -95,8 +95,8 @@ def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
 
     import keras
 
+    from mrcnn_kp import run_directory
     from mrcnn_kp.model import keypoint_rcnn
-    from mrcnn_kp.training import checkpoints
     from standin_models import StandinBatches, build_standin_training_model
 
     monkeypatch.setattr(keypoint_rcnn, "build_training_model", build_standin_training_model)
@@ -117,7 +117,7 @@ def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("mrcnn-kp train: error")]
     assert status == 1 and len(errors) == 1, err
-    last = checkpoints.find_last(tmp_path, "tiny")
+    last = run_directory.find_last(tmp_path, "tiny")
     assert last.endswith("mask_rcnn_tiny_0001.weights.h5")
     assert "mask_rcnn_tiny_0002.weights.h5: No space left on device" in errors[0]
     assert f"the last complete checkpoint is {last}" in errors[0]
