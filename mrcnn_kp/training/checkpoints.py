@@ -12,8 +12,8 @@ A run lives in `<model_dir>/<name><YYYYmmddTHHMM>/` (matterport's layout):
 
 The names and the search for the newest checkpoint are mrcnn_kp.run_directory's; this module
 writes. Every file is written to a temporary name and renamed (mrcnn_kp.utils.atomic_path), so
-a kill at any moment leaves the previous checkpoint intact. Epoch numbers count completed epochs, so the
-weights of `..._0003` resume with `train(epochs=N)` running epochs 4..N.
+a kill at any moment leaves the previous checkpoint intact. Epoch numbers count completed
+epochs, so the weights of `..._0003` resume with `train(epochs=N)` running epochs 4..N.
 """
 import json
 import os
@@ -200,8 +200,8 @@ def all_finite(model):
 
 
 def save_checkpoint(model, optimizer, path, meta, config=None):
-    """State first, then weights: the weights file is what run_directory.find_last sees, and it always
-    has its state. Returns the weights path; raises CheckpointWriteError (one line: which
+    """State first, then weights: the weights file is what run_directory.find_last sees, and
+    it always has its state. Returns the weights path; raises CheckpointWriteError (one line: which
     file, why) when the disk refuses, leaving the earlier checkpoints as they were."""
     arrays = optimizer_state(optimizer, model) if optimizer is not None else {}
     with _write_errors(path):

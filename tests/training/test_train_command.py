@@ -28,6 +28,26 @@ def test_a_plan_without_epochs_is_refused():
         train_command.stage_plan(args, 0.01)
 
 
+def test_initial_weights_last_a_file_or_none(tmp_path):
+    args = parse("--weights", "last", "--model-dir", str(tmp_path))
+    with pytest.raises(SystemExit, match="mrcnn-kp train: error: --weights last: no run "
+                                         "directory of 'tiny'"):
+        train_command.resolve_weights(args, name="tiny")
+    other = tmp_path / "demo20250101T1200" / "mask_rcnn_demo_0001.weights.h5"
+    other.parent.mkdir()
+    other.write_bytes(b"")  # another name's run is not this run's to continue
+    with pytest.raises(SystemExit, match="--weights last: no run directory of 'tiny'"):
+        train_command.resolve_weights(args, name="tiny")
+    own = tmp_path / "tiny20240101T1200" / "mask_rcnn_tiny_0002.weights.h5"
+    own.parent.mkdir()
+    own.write_bytes(b"")
+    assert train_command.resolve_weights(args, name="tiny") == str(own)
+    with pytest.raises(SystemExit, match=r"--weights w.h5: no such file$"):
+        train_command.resolve_weights(parse("--weights", "w.h5"))
+    assert train_command.resolve_weights(parse("--weights", "none")) is None
+    assert train_command.resolve_weights(parse("--weights", str(own))) == str(own)
+
+
 def test_config_overrides_from_the_command_line():
     args = parse("--config", "tiny", "--backbone", "resnet50", "--steps-per-epoch", "7",
                  "--images-per-gpu", "1", "--name", "people")
