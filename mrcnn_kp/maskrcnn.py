@@ -87,7 +87,9 @@ class MaskRCNN:
         try:
             path = trained_model.resolve_weights(preset, logs=model_dir, sha256=sha256,
                                                  allow_unverified=allow_unverified)
-        except trained_model.WeightsNotFoundError:
+        except trained_model.WeightsNotFoundError as missing:
+            if missing.spec == "last":
+                raise NamedWeightsError(str(missing)) from None
             path = None
         if path is None:
             raise NamedWeightsError(
