@@ -58,7 +58,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import time
 
-    from mrcnn_kp.commands.predict import load_config_arg
+    from mrcnn_kp.commands._shared import load_config_arg
     from mrcnn_kp.inference import export, exported
     from mrcnn_kp.inference.predictor import load_predictor
 

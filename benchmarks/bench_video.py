@@ -71,7 +71,7 @@ def parts_ms(path, images, truth):
 
 
 def preset_fps(name, path, out_dir):
-    from mrcnn_kp.commands.predict import load_config_arg
+    from mrcnn_kp.commands._shared import load_config_arg
     from mrcnn_kp.inference.overlay import draw_frame
     from mrcnn_kp.inference.predictor import load_predictor
     from mrcnn_kp.inference.tracking import PoseTracker, track_results

@@ -158,16 +158,16 @@ def requested_canvas(args):
     preset, a --config preset or json, train's default preset, with train's --set overrides);
     None when it is left to the weights' saved config, or when --config or --set is unusable
     (the command itself reports that)."""
-    from mrcnn_kp.commands.predict import CommandError, load_config_arg
+    from mrcnn_kp.commands._shared import CommandError, load_config_arg
     from mrcnn_kp.config import CpuDemoConfig
 
     if args.command == "demo":
         return CpuDemoConfig.IMAGE_MAX_DIM
     name = getattr(args, "config", None)
     if not name and args.command == "train":
-        from mrcnn_kp.weights import presets
+        from mrcnn_kp.inference.trained_model import is_named
 
-        if presets.is_named(getattr(args, "weights", None) or ""):
+        if is_named(getattr(args, "weights", None)):
             return None  # the named weights' own config, known once they are fetched
         name = "default"  # what train builds without --config
     if not name:

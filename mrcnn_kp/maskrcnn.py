@@ -26,6 +26,7 @@ import os
 
 import keras
 
+from mrcnn_kp import run_directory
 from mrcnn_kp.runtime import apply_mixed_precision
 from mrcnn_kp.training import checkpoints, distribute
 from mrcnn_kp.training.determinism import seed_everything
@@ -70,29 +71,33 @@ class MaskRCNN:
     @classmethod
     def from_preset(cls, preset, mode="inference", model_dir="logs", sha256=None,
                     allow_unverified=False, **config_overrides):
-        """The model of named weights (mrcnn_kp.weights.presets: "torchvision-coco", ...) or
-        of a `.weights.h5` that stores its config, with those weights loaded.
+        """The model of named weights ("torchvision-coco", ...), of a `.weights.h5` that
+        stores its config (or has its run's config.json beside it) or of "last" (the newest
+        checkpoint under model_dir), with those weights loaded
+        (mrcnn_kp.inference.trained_model opens them).
 
         Named weights are downloaded on first use, their sha256 checked, converted once and
         cached ($MRCNN_KP_CACHE or ~/.cache/mrcnn_kp); later calls read the cache. sha256 /
         allow_unverified: for entries without a recorded hash (see mrcnn_kp.weights.presets).
         config_overrides: config values to change, e.g. DETECTION_MIN_CONFIDENCE=0.5.
         """
-        from mrcnn_kp.weights import presets
-        from mrcnn_kp.weights import read_config
+        from mrcnn_kp.inference import trained_model
+        from mrcnn_kp.weights.presets import NamedWeightsError
 
-        if presets.is_named(preset):
-            path = presets.fetch_weights(preset, sha256=sha256,
+        try:
+            path = trained_model.resolve_weights(preset, logs=model_dir, sha256=sha256,
                                                  allow_unverified=allow_unverified)
-        elif os.path.isfile(os.fspath(preset)):
-            path = os.fspath(preset)
-        else:
-            raise presets.NamedWeightsError(
-                f"{preset!r} is neither named weights ({', '.join(presets.names())}) "
-                f"nor a weights file")
-        config = read_config(path)
+        except trained_model.WeightsNotFoundError as missing:
+            if missing.spec == "last":
+                raise NamedWeightsError(str(missing)) from None
+            path = None
+        if path is None:
+            raise NamedWeightsError(
+                f"{preset!r} is neither named weights "
+                f"({', '.join(trained_model.named_weights())}) nor a weights file")
+        config = trained_model.config_for_weights(path)
         if config is None:
-            raise presets.NamedWeightsError(
+            raise NamedWeightsError(
                 f"{path} stores no config; build MaskRCNN(mode, config) and load_weights() it")
         if config_overrides:
             config = config.copy(**config_overrides)
@@ -119,8 +124,9 @@ class MaskRCNN:
         return self._trainer.set_log_dir(model_path)
 
     def find_last(self):
-        """Path of the last checkpoint of config.NAME under model_dir."""
-        return self._trainer.find_last()
+        """Path of the last checkpoint of config.NAME under model_dir (FileNotFoundError if
+        there is none; mrcnn_kp.run_directory.find_last)."""
+        return run_directory.find_last(self.model_dir, self.config.NAME, any_name=False)
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, filepath, by_name=True, exclude=()):

@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "mrcnn_kp"
 # unplaced until it is given a layer here and in docs/DESIGN.md.
 LAYERS = (
     ("base", ("mrcnn_kp.constants", "mrcnn_kp.utils", "mrcnn_kp.download",
-              "mrcnn_kp.image_meta")),
+              "mrcnn_kp.image_meta", "mrcnn_kp.run_directory")),
     ("config", ("mrcnn_kp.config",)),
     ("runtime", ("mrcnn_kp.runtime",)),
     ("ops", ("mrcnn_kp.ops",)),

@@ -122,6 +122,18 @@ def test_inference_mode_loads_the_checkpoint_and_detects(trained, data):
     assert len(results[0]["scores"]) == len(results[0]["rois"]) == len(results[0]["class_ids"])
 
 
+def test_from_preset_last_opens_the_newest_checkpoint_with_its_config(trained, tmp_path):
+    model, _, model_dir, _ = trained
+    opened = MaskRCNN.from_preset("last", model_dir=model_dir, DETECTION_MIN_CONFIDENCE=0.3)
+    assert opened.config.NAME == "facade" and opened.config.DETECTION_MIN_CONFIDENCE == 0.3
+    assert opened.log_dir == model.log_dir and opened.epoch >= 1
+    from mrcnn_kp.weights.presets import NamedWeightsError
+
+    with pytest.raises(NamedWeightsError, match="weights last: no checkpoint in a run "
+                                                "directory of any name"):
+        MaskRCNN.from_preset("last", model_dir=tmp_path)
+
+
 def _checkpoint_kernel(path, training_facade, name):
     """The kernel of `name` as saved in the checkpoint (loaded into a fresh training model)."""
     fresh = MaskRCNN("training", training_facade.config, model_dir=os.path.dirname(path))

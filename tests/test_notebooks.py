@@ -189,10 +189,10 @@ def notebook_dirs(tmp_path_factory):
 
 def _run_and_check(name, tmp_path, notebook_dirs, coco_dir=None):
     cache_dir, model_dir = notebook_dirs
-    from mrcnn_kp.training.checkpoints import find_last
+    from mrcnn_kp.run_directory import find_last
 
     try:
-        find_last(model_dir, "synthetic")
+        find_last(model_dir, "synthetic")  # as the notebooks search
         weights_line = TRAINED_WEIGHTS
     except FileNotFoundError:
         weights_line = RANDOM_WEIGHTS
@@ -244,7 +244,8 @@ def maskless_model_dir(tmp_path_factory, notebook_dirs):
 
     from mrcnn_kp.config import TinyConfig
     from mrcnn_kp.model.keypoint_rcnn import build_inference_model
-    from mrcnn_kp.training.checkpoints import checkpoint_path, find_last, run_dir_name
+    from mrcnn_kp.run_directory import find_last
+    from mrcnn_kp.training.checkpoints import checkpoint_path, run_dir_name
     from mrcnn_kp.weights import save_weights
 
     model_dir = tmp_path_factory.mktemp("maskless_logs")

@@ -56,13 +56,13 @@ def add_arguments(parser):
     parser.add_argument("--strict", action="store_true",
                         help="fail unless every layer of the model is loaded (no shape "
                              "mismatch, nothing absent from the file)")
-    from mrcnn_kp.commands.predict import add_named_weights_arguments
+    from mrcnn_kp.commands._shared import add_named_weights_arguments
 
     add_named_weights_arguments(parser)
 
 
 def run(args):
-    from mrcnn_kp.commands.predict import CommandError, load_config_arg, model_errors
+    from mrcnn_kp.commands._shared import CommandError, load_config_arg, model_errors
 
     try:
         if not args.output.endswith(".weights.h5"):
@@ -90,8 +90,8 @@ def _named_source(args):
     converted file, whose stored config is returned when --config is not given (else None);
     --from torchvision: the published .pth of a torchvision entry (None)."""
     from mrcnn_kp.weights import presets
-    from mrcnn_kp.commands.predict import CommandError
-    from mrcnn_kp.weights import read_config
+    from mrcnn_kp.commands._shared import CommandError, resolve_weights_arg
+    from mrcnn_kp.inference.trained_model import config_for_weights
 
     if args.source_format not in presets.SOURCE_FORMATS \
             or not presets.is_named(args.source):
@@ -104,9 +104,9 @@ def _named_source(args):
         args.source = str(presets.fetch_source(
             name, sha256=args.sha256, allow_unverified=args.allow_unverified).path)
         return None
-    args.source = str(presets.fetch_weights(name, sha256=args.sha256,
-                                                    allow_unverified=args.allow_unverified))
-    return read_config(args.source) if args.config is None else None
+    args.source = resolve_weights_arg(name, sha256=args.sha256,
+                                      allow_unverified=args.allow_unverified)
+    return config_for_weights(args.source) if args.config is None else None
 
 
 def _build(config):
@@ -116,7 +116,7 @@ def _build(config):
 
 
 def _from_keras(args, config):
-    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.commands._shared import CommandError
     from mrcnn_kp.weights import load_weights, save_weights
 
     model = _build(config)
@@ -133,7 +133,7 @@ def _from_keras(args, config):
 
 
 def _from_efficientnet_lite0(args, config):
-    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.commands._shared import CommandError
     from mrcnn_kp.weights import save_weights
 
     try:
@@ -165,7 +165,7 @@ def _from_efficientnet_lite0(args, config):
 def _from_torchvision(args, config):
     import pickle
 
-    from mrcnn_kp.commands.predict import CommandError
+    from mrcnn_kp.commands._shared import CommandError
     from mrcnn_kp.weights.torchvision import TorchvisionWeightsError, convert_torchvision
 
     if args.source is None:

@@ -142,7 +142,7 @@ DEMO_EPOCHS = 20
 
 def evaluate(config, checkpoint, val_json, val_images, output, pictures):
     """Keypoint and box AP of the checkpoint on the validation split, plus PNGs."""
-    from mrcnn_kp.commands.predict import PICTURE_MIN_SCORE
+    from mrcnn_kp.commands._shared import PICTURE_MIN_SCORE
     from mrcnn_kp.inference.coco_eval import (evaluate_coco, ground_truth_as_detections,
                                               load_coco)
     from mrcnn_kp.inference.visualize import draw_side_by_side

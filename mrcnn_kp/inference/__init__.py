@@ -2,6 +2,8 @@
 
 - predictor.py   Predictor(inference_model, config).detect(images) -> one dict per image in
                  original pixels (rois, class_ids, scores, masks [H, W, n], keypoints [n, 17, 3])
+- trained_model.py  open_predictor("last" | a weights file | named weights | "none"): the
+                 weights file, its saved config and a Predictor (what every command opens)
 - coco_eval.py   detections -> COCO results json -> pycocotools COCOeval -> summary dicts
 - visualize.py   boxes, masks and the COCO skeleton with matplotlib, saved as PNG
 - export.py      deployment formats: export_saved_model.py, export_tflite.py, export_onnx.py,

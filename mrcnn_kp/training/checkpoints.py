@@ -10,41 +10,33 @@ A run lives in `<model_dir>/<name><YYYYmmddTHHMM>/` (matterport's layout):
     mask_rcnn_<name>_0003_interrupted.weights.h5  Ctrl-C / SIGTERM during epoch 4
     events.out.tfevents...                        TensorBoard (train/ and validation/)
 
-Every file is written to a temporary name and renamed (mrcnn_kp.utils.atomic_path), so a kill at
-any moment leaves the previous checkpoint intact. Epoch numbers count completed epochs, so the
-weights of `..._0003` resume with `train(epochs=N)` running epochs 4..N.
+The names and the search for the newest checkpoint are mrcnn_kp.run_directory's; this module
+writes. Every file is written to a temporary name and renamed (mrcnn_kp.utils.atomic_path), so
+a kill at any moment leaves the previous checkpoint intact. Epoch numbers count completed
+epochs, so the weights of `..._0003` resume with `train(epochs=N)` running epochs 4..N.
 """
-import datetime
 import json
 import os
-import re
 
 import numpy as np
 
+from mrcnn_kp import run_directory
+from mrcnn_kp.run_directory import CONFIG_FILE, WEIGHTS_SUFFIX
 from mrcnn_kp.utils import atomic_path, get_logger
 
 log = get_logger("mrcnn_kp.training")
 
-WEIGHTS_SUFFIX = ".weights.h5"
 STATE_SUFFIX = ".state.npz"
-CONFIG_FILE = "config.json"
-_TIMESTAMP = "%Y%m%dT%H%M"
-# <dir>/<name><YYYYmmddTHHMM>/mask_rcnn_<name>_<epoch>[_interrupted](.weights.h5 | .h5)
-_CHECKPOINT_RE = re.compile(
-    r"^(?P<run>.*[/\\][\w.-]*?\d{8}T\d{4})[/\\]mask_rcnn_[\w.-]*?_?(?P<epoch>\d{4})"
-    r"(?P<interrupted>_interrupted)?(\.weights)?\.h5$")
 
 
 def run_dir_name(config, now=None):
-    now = now or datetime.datetime.now()
-    return f"{config.NAME.lower()}{now.strftime(_TIMESTAMP)}"
+    """The directory name of a new run of `config` (mrcnn_kp.run_directory's naming)."""
+    return run_directory.run_dir_name(config.NAME, now)
 
 
 def checkpoint_path(log_dir, config, epoch, interrupted=False):
     """`<log_dir>/mask_rcnn_<name>_<epoch:04d>[_interrupted].weights.h5`."""
-    tag = "_interrupted" if interrupted else ""
-    return os.path.join(log_dir, f"mask_rcnn_{config.NAME.lower()}_{int(epoch):04d}{tag}"
-                                 f"{WEIGHTS_SUFFIX}")
+    return os.path.join(log_dir, run_directory.checkpoint_name(config.NAME, epoch, interrupted))
 
 
 def state_path(weights_path):
@@ -54,43 +46,6 @@ def state_path(weights_path):
         if weights_path.endswith(suffix):
             return weights_path[: -len(suffix)] + STATE_SUFFIX
     return weights_path + STATE_SUFFIX
-
-
-def parse_checkpoint_path(path):
-    """(run directory, completed epoch) for a checkpoint inside a run directory, else None.
-
-    Accepts ours (`.weights.h5`) and matterport's (`.h5`) names, so training continues a
-    matterport run directory too.
-    """
-    match = _CHECKPOINT_RE.match(os.path.abspath(os.fspath(path)))
-    if not match:
-        return None
-    return match.group("run"), int(match.group("epoch"))
-
-
-def find_last(model_dir, name):
-    """The newest checkpoint: the latest run directory of `name` that holds one, then the
-    latest checkpoint in it (an `_interrupted` one counts after its epoch's checkpoint).
-
-    Raises FileNotFoundError naming what was searched.
-    """
-    name = name.lower()
-    try:
-        runs = sorted(d for d in os.listdir(model_dir)
-                      if d.startswith(name) and os.path.isdir(os.path.join(model_dir, d)))
-    except FileNotFoundError:
-        runs = []
-    if not runs:
-        raise FileNotFoundError(f"no run directory of {name!r} in {os.path.abspath(model_dir)} "
-                                f"(run directories are named {name}<YYYYmmddTHHMM>)")
-    for run in reversed(runs):
-        run_dir = os.path.join(model_dir, run)
-        checkpoints = sorted(f for f in os.listdir(run_dir)
-                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
-        if checkpoints:
-            return os.path.join(run_dir, checkpoints[-1])
-    raise FileNotFoundError(f"no checkpoint (mask_rcnn_*.weights.h5) in any run directory of "
-                            f"{name!r} in {os.path.abspath(model_dir)}")
 
 
 class CheckpointWriteError(OSError):
@@ -245,8 +200,8 @@ def all_finite(model):
 
 
 def save_checkpoint(model, optimizer, path, meta, config=None):
-    """State first, then weights: the weights file is what find_last sees, and it always
-    has its state. Returns the weights path; raises CheckpointWriteError (one line: which
+    """State first, then weights: the weights file is what run_directory.find_last sees, and
+    it always has its state. Returns the weights path; raises CheckpointWriteError (one line: which
     file, why) when the disk refuses, leaving the earlier checkpoints as they were."""
     arrays = optimizer_state(optimizer, model) if optimizer is not None else {}
     with _write_errors(path):

@@ -17,6 +17,7 @@ import sys
 
 import keras
 
+from mrcnn_kp import run_directory
 from mrcnn_kp.config import LOSS_NAMES
 from mrcnn_kp.training import checkpoints, determinism, distribute
 from mrcnn_kp.training.callbacks import (Checkpointer, GracefulInterrupt, LearningRateLogger,
@@ -111,18 +112,17 @@ class Trainer:
         self.epoch = 0
         self.log_dir = os.path.join(self.model_dir, checkpoints.run_dir_name(self.config))
         if model_path:
-            parsed = checkpoints.parse_checkpoint_path(model_path)
+            parsed = run_directory.parse_checkpoint_path(model_path)
             if parsed is not None:
                 self.log_dir, self.epoch = parsed
         # matterport's pattern, for display: format(epoch=3) gives epoch 3's file
-        self.checkpoint_path = os.path.join(
-            self.log_dir, f"mask_rcnn_{self.config.NAME.lower()}_{{epoch:04d}}"
-                          f"{checkpoints.WEIGHTS_SUFFIX}")
+        self.checkpoint_path = os.path.join(self.log_dir,
+                                            run_directory.checkpoint_pattern(self.config.NAME))
         return self.log_dir
 
     def find_last(self):
         """The last checkpoint of this config's NAME under model_dir (FileNotFoundError if none)."""
-        return checkpoints.find_last(self.model_dir, self.config.NAME)
+        return run_directory.find_last(self.model_dir, self.config.NAME, any_name=False)
 
     def load_checkpoint(self, path, by_name=True, exclude=()):
         """Load weights by layer name; for our checkpoints also the epoch, the run directory and
@@ -134,7 +134,7 @@ class Trainer:
         report = checkpoints.load_model_weights(self.model, path, by_name=by_name,
                                                 exclude=exclude)
         self.set_log_dir(path)
-        if checkpoints.parse_checkpoint_path(path) is not None:  # resuming this run directory
+        if run_directory.parse_checkpoint_path(path) is not None:  # resuming this run directory
             checkpoints.remove_unfinished_writes(self.log_dir)
         self.optimizer_state = None
         state_file = checkpoints.state_path(path)

@@ -28,9 +28,9 @@ def model(config):
 # ----------------------------------------------------------------------------- mrcnn-kp export
 def test_export_command_writes_each_format(tmp_path, monkeypatch, capsys, model, config):
     from mrcnn_kp import cli
-    from mrcnn_kp.commands import predict
+    from mrcnn_kp.commands import _shared
 
-    monkeypatch.setattr(predict, "load_model",
+    monkeypatch.setattr(_shared, "load_model",
                         lambda args: (Predictor(model, config), config, None))
     out = tmp_path / "standin.tflite"
     assert cli.main(["export", "--format", "tflite", "--weights", "none", "-o", str(out)]) == 0

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from mrcnn_kp import run_directory
 from mrcnn_kp.training import checkpoints
 from mrcnn_kp.training.callbacks import TimeBudget, TrainingInterrupted
 from mrcnn_kp.training.trainer import Trainer
@@ -58,7 +59,7 @@ def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tmp_path):
     meta, arrays = checkpoints.load_state(checkpoints.state_path(info.value.checkpoint))
     # the signal lands during step 1 of epoch 2; the handler sees it by the end of step 2
     assert (meta["epoch"], meta["step_in_epoch"], meta["iterations"]) == (1, 2, 5)
-    assert checkpoints.find_last(tmp_path, "standin") == info.value.checkpoint
+    assert run_directory.find_last(tmp_path, "standin") == info.value.checkpoint
 
     resumed = new_trainer(tmp_path)
     resumed.load_checkpoint(info.value.checkpoint)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mrcnn_kp.config import TinyConfig
+from mrcnn_kp import run_directory
 from mrcnn_kp.training import checkpoints
 
 
@@ -23,44 +24,6 @@ def test_run_dir_and_checkpoint_names_follow_matterport():
         os.path.join("logs/person20240305T0709", "mask_rcnn_person_0003.weights.h5")
     assert checkpoints.state_path("a/mask_rcnn_person_0003.weights.h5") == \
         "a/mask_rcnn_person_0003.state.npz"
-
-
-@pytest.mark.parametrize("name, expected", [
-    ("logs/tiny20240101T1200/mask_rcnn_tiny_0007.weights.h5", 7),
-    ("logs/tiny20240101T1200/mask_rcnn_tiny_0012_interrupted.weights.h5", 12),
-    ("logs/coco20180101T0000/mask_rcnn_coco_0160.h5", 160),  # a matterport run
-    ("pretrained/mask_rcnn_coco.h5", None),
-    ("logs/tiny20240101T1200/something_0003.weights.h5", None),
-])
-def test_parse_checkpoint_path_gives_run_dir_and_epoch(name, expected):
-    parsed = checkpoints.parse_checkpoint_path(name)
-    if expected is None:
-        assert parsed is None
-    else:
-        assert parsed == (os.path.abspath(os.path.dirname(name)), expected)
-
-
-def test_find_last_takes_the_newest_run_that_has_a_checkpoint(tmp_path):
-    old = tmp_path / "tiny20240101T1200"
-    new = tmp_path / "tiny20240102T0800"
-    for epoch in (1, 2, 10):
-        touch(str(old / f"mask_rcnn_tiny_{epoch:04d}.weights.h5"))
-    touch(str(new / "config.json"))  # killed before its first epoch ended
-    touch(str(tmp_path / "other20250101T0000" / "mask_rcnn_other_0001.weights.h5"))
-    assert checkpoints.find_last(tmp_path, "TINY") == \
-        str(old / "mask_rcnn_tiny_0010.weights.h5")
-    touch(str(new / "mask_rcnn_tiny_0001.weights.h5"))
-    touch(str(new / "mask_rcnn_tiny_0001_interrupted.weights.h5"))
-    assert checkpoints.find_last(tmp_path, "tiny") == \
-        str(new / "mask_rcnn_tiny_0001_interrupted.weights.h5")
-
-
-def test_find_last_says_what_it_searched(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no run directory of 'tiny'"):
-        checkpoints.find_last(tmp_path, "tiny")
-    (tmp_path / "tiny20240101T1200").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint \(mask_rcnn_\*.weights.h5\)"):
-        checkpoints.find_last(tmp_path, "tiny")
 
 
 def test_state_round_trip(tmp_path):
@@ -152,7 +115,7 @@ def test_a_refused_checkpoint_write_stops_training_and_keeps_the_previous_one(
     assert _run_files(trainer.log_dir) == files_before
     for name, content in bytes_before.items():
         assert open(os.path.join(trainer.log_dir, name), "rb").read() == content, name
-    assert checkpoints.find_last(tmp_path, "standin") == first
+    assert run_directory.find_last(tmp_path, "standin") == first
     resumed = _standin_trainer(tmp_path)
     resumed.load_checkpoint(first)
     assert resumed.epoch == 1
@@ -173,4 +136,4 @@ def test_a_read_only_run_directory_by_chmod(tmp_path):
             trainer.train(StandinBatches(), None, 0.05, 2, "all", verbose=0)
     finally:
         os.chmod(trainer.log_dir, 0o755)
-    assert checkpoints.find_last(tmp_path, "standin") == trainer.last_checkpoint
+    assert run_directory.find_last(tmp_path, "standin") == trainer.last_checkpoint

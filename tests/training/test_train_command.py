@@ -28,6 +28,26 @@ def test_a_plan_without_epochs_is_refused():
         train_command.stage_plan(args, 0.01)
 
 
+def test_initial_weights_last_a_file_or_none(tmp_path):
+    args = parse("--weights", "last", "--model-dir", str(tmp_path))
+    with pytest.raises(SystemExit, match="mrcnn-kp train: error: --weights last: no run "
+                                         "directory of 'tiny'"):
+        train_command.resolve_weights(args, name="tiny")
+    other = tmp_path / "demo20250101T1200" / "mask_rcnn_demo_0001.weights.h5"
+    other.parent.mkdir()
+    other.write_bytes(b"")  # another name's run is not this run's to continue
+    with pytest.raises(SystemExit, match="--weights last: no run directory of 'tiny'"):
+        train_command.resolve_weights(args, name="tiny")
+    own = tmp_path / "tiny20240101T1200" / "mask_rcnn_tiny_0002.weights.h5"
+    own.parent.mkdir()
+    own.write_bytes(b"")
+    assert train_command.resolve_weights(args, name="tiny") == str(own)
+    with pytest.raises(SystemExit, match=r"--weights w.h5: no such file$"):
+        train_command.resolve_weights(parse("--weights", "w.h5"))
+    assert train_command.resolve_weights(parse("--weights", "none")) is None
+    assert train_command.resolve_weights(parse("--weights", str(own))) == str(own)
+
+
 def test_config_overrides_from_the_command_line():
     args = parse("--config", "tiny", "--backbone", "resnet50", "--steps-per-epoch", "7",
                  "--images-per-gpu", "1", "--name", "people")
@@ -95,8 +115,8 @@ def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
 
     import keras
 
+    from mrcnn_kp import run_directory
     from mrcnn_kp.model import keypoint_rcnn
-    from mrcnn_kp.training import checkpoints
     from standin_models import StandinBatches, build_standin_training_model
 
     monkeypatch.setattr(keypoint_rcnn, "build_training_model", build_standin_training_model)
@@ -117,7 +137,7 @@ def test_a_full_disk_stops_the_command_with_one_line_naming_the_last_checkpoint(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("mrcnn-kp train: error")]
     assert status == 1 and len(errors) == 1, err
-    last = checkpoints.find_last(tmp_path, "tiny")
+    last = run_directory.find_last(tmp_path, "tiny")
     assert last.endswith("mask_rcnn_tiny_0001.weights.h5")
     assert "mask_rcnn_tiny_0002.weights.h5: No space left on device" in errors[0]
     assert f"the last complete checkpoint is {last}" in errors[0]

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mrcnn_kp import run_directory
 from mrcnn_kp.training import checkpoints
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,7 +97,7 @@ def test_killed_inside_an_epoch_and_while_writing_resume_to_the_uninterrupted_we
     assert any(f.startswith(".tmp-") and f.endswith("mask_rcnn_tiny_0002.weights.h5")
                for f in files), files  # the half-written file never got its name
     assert "mask_rcnn_tiny_0002.weights.h5" not in files
-    last = checkpoints.find_last(tmp_path / "faulted", "tiny")
+    last = run_directory.find_last(tmp_path / "faulted", "tiny")
     assert last.endswith("mask_rcnn_tiny_0001.weights.h5")
     assert checkpoints.load_state(checkpoints.state_path(last))[0]["epoch"] == 1
     assert len(h5_arrays(last)) > 100  # intact and readable

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from mrcnn_kp import run_directory
 from mrcnn_kp.training import checkpoints
 from mrcnn_kp.training.trainer import StepsPerEpoch, Trainer
 from standin_models import StandinBatches, build_standin_training_model, standin_config
@@ -32,7 +33,7 @@ def test_sigkilled_run_resumes_from_the_last_epoch_with_the_same_iteration_count
                              str(tmp_path / "killed"), "3", "--kill-at", "2:2"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    last = checkpoints.find_last(tmp_path / "killed", "standin")
+    last = run_directory.find_last(tmp_path / "killed", "standin")
     assert last.endswith("mask_rcnn_standin_0001.weights.h5")  # epoch 2 never finished
 
     resumed = new_trainer(tmp_path / "killed")
