@@ -6,23 +6,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from export_standin import standin_inference_model  # noqa: E402
-from mrcnn_kp.config import TinyConfig  # noqa: E402
 from mrcnn_kp.inference import export  # noqa: E402
 from mrcnn_kp.inference.predictor import Predictor  # noqa: E402
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="exports need the TensorFlow backend")
-
-
-@pytest.fixture(scope="module")
-def config():
-    return TinyConfig(IMAGES_PER_GPU=1)
-
-
-@pytest.fixture(scope="module")
-def model(config):
-    return standin_inference_model(config)
 
 
 # ----------------------------------------------------------------------------- mrcnn-kp export

@@ -7,22 +7,11 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from export_standin import (assert_matches_predictor, image_of,  # noqa: E402
-                            predictor_result, standin_inference_model)
-from mrcnn_kp.config import TinyConfig  # noqa: E402
+                            predictor_result)
 from mrcnn_kp.inference import export_tflite  # noqa: E402
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="exports need the TensorFlow backend")
-
-
-@pytest.fixture(scope="module")
-def config():
-    return TinyConfig(IMAGES_PER_GPU=1)
-
-
-@pytest.fixture(scope="module")
-def model(config):
-    return standin_inference_model(config)
 
 
 def test_tflite_export_is_builtin_only_and_matches(tmp_path, model, config):
